@@ -1,0 +1,3 @@
+from pve_hooks.cli import main
+
+main()

@@ -1,0 +1,55 @@
+"""``pve-hooks config check|show|sample``."""
+
+import json
+
+import click
+
+from pve_hooks import config, schema
+from pve_hooks.cli import ConfigProblem
+from pve_hooks.sample import render_sample
+
+
+@click.group('config')
+def config_group():
+    """Check, show or print a sample of the configuration."""
+
+
+@config_group.command('check')
+@click.pass_obj
+def check(obj):
+    """Validate the configuration; exit 0 when valid, 1 with every error listed."""
+    try:
+        settings = obj.load()
+    except config.ConfigError as error:
+        raise ConfigProblem(error.errors)
+    click.echo('configuration OK ({0})'.format(settings.file or 'defaults and environment only'))
+
+
+@config_group.command('show')
+@click.option('--json', 'as_json', is_flag=True, help='Print JSON: {key: {value, source}}.')
+@click.pass_obj
+def show(obj, as_json):
+    """Print the effective configuration and where each value came from."""
+    settings = obj.settings
+    rows = []
+    for option in schema.OPTIONS:
+        value = settings[option.key]
+        if option.secret and value is not None:
+            value = '<secret>'
+        rows.append((option.key, value, settings.sources[option.key]))
+    if as_json:
+        click.echo(json.dumps({key: {'value': value, 'source': source} for key, value, source in rows},
+                              indent=2, sort_keys=True))
+        return
+    width = max(len(key) for key, _, _ in rows)
+    for key, value, source in rows:
+        click.echo('{0:<{w}}  {1:<40}  ({2})'.format(key, json.dumps(value), source, w=width))
+
+
+@config_group.command('sample')
+def sample():
+    """Print a commented sample config.yaml generated from the schema."""
+    click.echo(render_sample(), nl=False)
+
+
+COMMANDS = [config_group]
