@@ -131,9 +131,9 @@ def read_yaml(path):
 
 
 def parse_overrides(pairs):
-    """Given ``['a.b=v', ...]`` from --set, return {key: raw value}.
+    """Given ``['a.b=v', ...]`` from --set, return ({key: raw value}, [errors]).
 
-    Raise ConfigError listing every item without a '='.
+    Each item without a '=' gives one error; the others are still returned.
     """
     result, errors = {}, []
     for pair in pairs:
@@ -142,9 +142,7 @@ def parse_overrides(pairs):
             errors.append("--set {0!r}: expected section.key=value".format(pair))
             continue
         result[key.strip()] = value
-    if errors:
-        raise ConfigError(errors)
-    return result
+    return result, errors
 
 
 def env_overrides(env):
@@ -190,11 +188,8 @@ def load(config_file=None, env=None, overrides=(), require_file=None):
     for key, (raw, name) in env_layer.items():
         layers.append(('env ' + name, {key: raw}))
 
-    try:
-        cli = parse_overrides(overrides)
-    except ConfigError as error:
-        errors.extend(error.errors)
-        cli = {}
+    cli, cli_errors = parse_overrides(overrides)
+    errors.extend(cli_errors)
     layers.append(('cli --set', cli))
 
     values = {}

@@ -9,6 +9,16 @@ from pve_hooks.cli import ConfigProblem
 from pve_hooks.sample import render_sample
 
 
+def redact_userinfo(value):
+    """Return ``value`` with the password of a ``scheme://user:password@host`` URL replaced."""
+    scheme, sep, rest = value.partition('://')
+    if not sep or '@' not in rest.split('/', 1)[0]:
+        return value
+    userinfo, _, host = rest.partition('@')
+    user = userinfo.split(':', 1)[0]
+    return '{0}://{1}:<secret>@{2}'.format(scheme, user, host)
+
+
 @click.group('config')
 def config_group():
     """Check, show or print a sample of the configuration."""
@@ -36,6 +46,8 @@ def show(obj, as_json):
         value = settings[option.key]
         if option.secret and value is not None:
             value = '<secret>'
+        elif isinstance(value, str):
+            value = redact_userinfo(value)
         rows.append((option.key, value, settings.sources[option.key]))
     if as_json:
         click.echo(json.dumps({key: {'value': value, 'source': source} for key, value, source in rows},
