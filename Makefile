@@ -49,7 +49,7 @@ venv-debian: apt-deps $(DEBIAN_VENV)/.done
 test: test-current test-debian
 
 test-current: venv
-	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -q -m "not soak" $(PYTEST_ARGS)
 
 test-debian: venv-debian
 	$(DEBIAN_VENV)/bin/python -m pytest -q -m "not soak" $(PYTEST_ARGS) tests/unit tests/integration
