@@ -1,0 +1,237 @@
+"""The outbox's on-disk primitives, shared by the hookscript and :mod:`pve_hooks.outbox`.
+
+Standard library built-ins only (``os``, ``fcntl``): the hookscript imports
+this module on its hot path, so no ``json``, ``re``, ``logging`` here.
+
+Layout under ``paths.spool_dir`` (directories mode 0700, files 0600)::
+
+    outbox/tmp/         files being written (never read)
+    outbox/ready/       complete events, <seq:020d>-<vmid>-<event_id>.json
+    outbox/claimed/     events the daemon is sending
+    outbox/dead/        events AccountDB rejected for good (+ <name>.reason)
+    outbox/quarantine/  unreadable or corrupt files (+ <name>.reason)
+    outbox/state        "seq count bytes dropped" (fixed width, one line)
+    outbox/lock         fcntl.flock guarding ``state``
+
+Writing is Maildir-style: create in tmp/ with O_CREAT|O_EXCL, write, fsync
+the file, rename into ready/, fsync ready/. A reader listing ready/ never sees
+a partial file; a writer killed half-way leaves at most a file in tmp/, which
+``Outbox.recover`` removes by age.
+
+``count`` and ``bytes`` in ``state`` are approximate counters of the events
+in ready/ + claimed/ (the hookscript increments them, the daemon decrements
+them, ``Outbox.recover`` recomputes them from a scan); the full-outbox check
+uses them so the hookscript never scans a directory.
+"""
+
+import fcntl
+import os
+
+OUTBOX = 'outbox'
+TMP, READY, CLAIMED, DEAD, QUARANTINE = 'tmp', 'ready', 'claimed', 'dead', 'quarantine'
+SUBDIRS = (TMP, READY, CLAIMED, DEAD, QUARANTINE)
+STATE_FILE = 'state'
+LOCK_FILE = 'lock'
+SUFFIX = '.json'
+_STATE_FORMAT = '{0:020d} {1:020d} {2:020d} {3:020d}\n'
+
+
+class OutboxFull(Exception):
+    """The outbox is at ``outbox.max_events`` or ``outbox.max_bytes``; the new event was dropped.
+
+    ``dropped`` is the total number of events dropped so far on this node.
+    """
+
+    def __init__(self, message, dropped):
+        super().__init__(message)
+        self.dropped = dropped
+
+
+def outbox_dir(spool_dir):
+    """Given ``paths.spool_dir``, return the outbox directory inside it."""
+    return os.path.join(spool_dir, OUTBOX)
+
+
+def event_name(seq, vmid, event_id):
+    """Return the file name of an event: sorting names sorts by ``seq``."""
+    return '{0:020d}-{1:d}-{2}{3}'.format(seq, vmid, event_id, SUFFIX)
+
+
+def parse_name(name):
+    """Given a file name, return (seq, vmid, event_id), or None if it is not an event's name."""
+    if not name.endswith(SUFFIX) or len(name) < 20 + 1 + 1 + 1 + 1 + len(SUFFIX):
+        return None
+    seq, sep1, rest = name[:-len(SUFFIX)].partition('-')
+    vmid, sep2, event_id = rest.partition('-')
+    if not (sep1 and sep2 and len(seq) == 20 and seq.isdigit() and vmid.isdigit() and event_id):
+        return None
+    if not vmid.isascii() or not seq.isascii() or vmid[0] == '0':
+        return None
+    if not all(ch in '0123456789abcdef-' for ch in event_id):
+        return None
+    return int(seq), int(vmid), event_id
+
+
+def _mkdir(path):
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        return
+    os.chmod(path, 0o700)  # mkdir's mode is reduced by the umask
+
+
+def ensure_dirs(spool_dir):
+    """Create the spool directory and the outbox layout (mode 0700) where missing.
+
+    Raise OSError if a directory cannot be created.
+    """
+    parent = os.path.dirname(spool_dir.rstrip('/'))
+    if parent and not os.path.isdir(parent):
+        os.makedirs(parent, 0o755, exist_ok=True)
+    _mkdir(spool_dir)
+    root = outbox_dir(spool_dir)
+    _mkdir(root)
+    for sub in SUBDIRS:
+        _mkdir(os.path.join(root, sub))
+
+
+def fsync_dir(path):
+    """fsync directory ``path`` so a rename into (or out of) it is durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_file(tmp_path, final_path, data, write=os.write):
+    """Durably publish ``data`` at ``final_path`` via ``tmp_path`` (same file system).
+
+    Create ``tmp_path`` with O_CREAT|O_EXCL mode 0600, write, fsync, rename to
+    ``final_path``, fsync the final directory. On any failure the temporary
+    file is removed and the OSError propagates. ``write`` is ``os.write``
+    (a parameter so tests can inject faults such as ENOSPC).
+    """
+    fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                written = write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp_path, final_path)
+    except BaseException:
+        try:
+            os.unlink(tmp_path)
+        except OSError:
+            pass
+        raise
+    fsync_dir(os.path.dirname(final_path))
+
+
+class StateLock:
+    """Context manager: hold the outbox lock and read/write ``state``.
+
+    Inside, ``seq``, ``count``, ``bytes`` and ``dropped`` are the stored
+    values (0 when the file is missing or unreadable); :meth:`save` writes
+    them back in place (fixed width, so a crash cannot leave a torn longer
+    line). Creates the outbox layout when it is missing.
+    """
+
+    def __init__(self, spool_dir):
+        self.root = outbox_dir(spool_dir)
+        self.spool_dir = spool_dir
+        self.lock_fd = self.state_fd = -1
+        self.seq = self.count = self.bytes = self.dropped = 0
+
+    def __enter__(self):
+        lock_path = os.path.join(self.root, LOCK_FILE)
+        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
+        try:
+            self.lock_fd = os.open(lock_path, flags, 0o600)
+        except FileNotFoundError:
+            ensure_dirs(self.spool_dir)
+            self.lock_fd = os.open(lock_path, flags, 0o600)
+        try:
+            fcntl.flock(self.lock_fd, fcntl.LOCK_EX)
+            self.state_fd = os.open(os.path.join(self.root, STATE_FILE), flags, 0o600)
+            self._read()
+        except BaseException:
+            self._close()
+            raise
+        return self
+
+    def _read(self):
+        fields = os.pread(self.state_fd, 128, 0).split()
+        if len(fields) == 4 and all(field.isdigit() for field in fields):
+            self.seq, self.count, self.bytes, self.dropped = (int(field) for field in fields)
+
+    def save(self):
+        """Write the current values back to ``state`` (not fsynced: see module docstring)."""
+        values = [max(0, value) for value in (self.seq, self.count, self.bytes, self.dropped)]
+        os.pwrite(self.state_fd, _STATE_FORMAT.format(*values).encode('ascii'), 0)
+
+    def _close(self):
+        for fd in (self.state_fd, self.lock_fd):
+            if fd >= 0:
+                os.close(fd)  # closing the lock file releases the flock
+        self.state_fd = self.lock_fd = -1
+
+    def __exit__(self, *exc):
+        self._close()
+        return False
+
+
+def spool_event(spool_dir, vmid, event_id, build, now_ns, max_events, max_bytes, write=os.write):
+    """Write one event durably into ready/; the one write path of the hookscript and the daemon.
+
+    ``build(seq)`` returns the event's bytes with ``seq`` filled in; ``seq`` is
+    ``max(stored seq + 1, now_ns // 1000)`` under the lock, so it is monotonic
+    per node even when the clock steps back. ``max_events`` / ``max_bytes``
+    (None = unbounded) are checked against the counters in ``state``.
+
+    Return (path, seq). Raise OutboxFull when the outbox is full (the event
+    is dropped and counted) and OSError when the event cannot be written (the
+    counters are put back).
+    """
+    with StateLock(spool_dir) as state:
+        seq = max(state.seq + 1, now_ns // 1000)
+        data = build(seq)
+        if (max_events is not None and state.count >= max_events) or (
+                max_bytes is not None and state.bytes + len(data) > max_bytes):
+            state.dropped += 1
+            state.save()
+            raise OutboxFull('outbox full ({0} events, {1} bytes; limits outbox.max_events={2}, '
+                             'outbox.max_bytes={3})'.format(state.count, state.bytes, max_events, max_bytes),
+                             state.dropped)
+        state.seq = seq
+        state.count += 1
+        state.bytes += len(data)
+        state.save()
+    name = event_name(seq, vmid, event_id)
+    root = state.root
+    final = os.path.join(root, READY, name)
+    try:
+        try:
+            write_file(os.path.join(root, TMP, name), final, data, write)
+        except FileNotFoundError:  # a directory was removed under us: recreate it once
+            ensure_dirs(spool_dir)
+            write_file(os.path.join(root, TMP, name), final, data, write)
+    except BaseException:
+        try:
+            adjust(spool_dir, -1, -len(data))
+        except OSError:
+            pass  # the counters are approximate; recover() recomputes them
+        raise
+    return final, seq
+
+
+def adjust(spool_dir, count_delta, bytes_delta):
+    """Add the deltas to the ``count`` / ``bytes`` counters (never below 0)."""
+    with StateLock(spool_dir) as state:
+        state.count = max(0, state.count + count_delta)
+        state.bytes = max(0, state.bytes + bytes_delta)
+        state.save()

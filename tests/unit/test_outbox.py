@@ -1,0 +1,220 @@
+"""Unit tests for pve_hooks.outbox: the daemon's list/claim/ack/release/dead/quarantine API."""
+
+import json
+import os
+
+import pytest
+
+from pve_hooks import event, spool
+from pve_hooks.outbox import Outbox
+
+
+class Clock:
+    def __init__(self, now=1795689326.0):
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+
+def _event(vmid=100, phase='pre-start'):
+    return {'schema': 1, 'node': 'pve1', 'vmid': vmid, 'guest_type': 'qemu', 'phase': phase,
+            'occurred_at': '2026-11-26T10:35:26.123456Z', 'source': 'hookscript'}
+
+
+@pytest.fixture
+def box(tmp_path):
+    clock = Clock()
+    outbox = Outbox(str(tmp_path / 'spool'), clock=clock)
+    outbox.ensure()
+    outbox.test_clock = clock
+    return outbox
+
+
+def _spool_n(box, n):
+    paths = []
+    for index in range(n):
+        box.test_clock.now += 1
+        paths.append(box.spool(_event(vmid=100 + index)))
+    return paths
+
+
+def _write_ready(box, name, data):
+    path = os.path.join(box.root, 'ready', name)
+    with open(path, 'wb') as stream:
+        stream.write(data)
+    return path
+
+
+def test_spool_then_list_in_order_and_claim(box):
+    _spool_n(box, 3)
+    entries = box.list_ready()
+    assert [entry.vmid for entry in entries] == [100, 101, 102]
+    assert [entry.seq for entry in entries] == sorted(entry.seq for entry in entries)
+    assert box.list_ready(limit=2) == entries[:2]
+    ev = box.claim(entries[0])
+    assert ev['vmid'] == 100 and ev['seq'] == entries[0].seq and ev['event_id'] == entries[0].event_id
+    event.validate(ev)
+    assert box.claim(entries[0]) is None  # already claimed
+    assert [entry.vmid for entry in box.list_ready()] == [101, 102]
+
+
+def test_ack_removes_and_updates_counters(box):
+    _spool_n(box, 2)
+    entry = box.list_ready()[0]
+    box.claim(entry)
+    box.ack(entry)
+    box.ack(entry)  # twice is fine
+    assert box.stats()['depth'] == 1
+    with spool.StateLock(box.spool_dir) as state:
+        assert state.count == 1
+        assert state.bytes == box.list_ready()[0].size
+
+
+def test_release_returns_to_ready(box):
+    _spool_n(box, 1)
+    entry = box.list_ready()[0]
+    box.claim(entry)
+    assert box.list_ready() == []
+    box.release(entry)
+    assert [e.name for e in box.list_ready()] == [entry.name]
+
+
+def test_dead_keeps_reason_retry_and_purge(box):
+    _spool_n(box, 2)
+    first, second = box.list_ready()
+    box.claim(first)
+    box.dead(first, 'AccountDB said 422: unknown vmid')
+    dead = box.list_dead()
+    assert [(e.name, r['reason'], r['from']) for e, r in dead] == [(first.name, 'AccountDB said 422: unknown vmid',
+                                                                      'claimed')]
+    assert dead[0][1]['time'] == '2026-11-26T10:35:28.000000Z'
+    assert box.stats()['dead'] == 1 and box.stats()['depth'] == 1
+    assert box.retry_dead() == 1
+    assert [e.name for e in box.list_ready()] == [first.name, second.name]
+    assert os.listdir(os.path.join(box.root, 'dead')) == []
+    box.claim(first)
+    box.dead(first, 'again')
+    assert box.purge_dead() == 1
+    assert os.listdir(os.path.join(box.root, 'dead')) == []
+    assert box.stats()['dead'] == 0
+
+
+@pytest.mark.parametrize('data, reason', [
+    (b'{not json', 'not valid JSON'),
+    (b'\xff\xfe', 'not valid JSON'),
+    (b'', 'not valid JSON'),
+    (b'{"schema": 2}', "'schema'"),
+    (b'[1, 2]', 'JSON object'),
+    (b'x' * (event.MAX_EVENT_BYTES + 1), 'larger than'),
+])
+def test_corrupt_file_is_quarantined_with_reason_and_does_not_block(box, data, reason):
+    _spool_n(box, 1)
+    bad = _write_ready(box, spool.event_name(1, 100, '0f8fad5b-d9cb-469f-a165-70867728950e'), data)
+    entries = box.list_ready()
+    assert entries[0].path == bad
+    assert box.claim(entries[0]) is None
+    assert box.claim(entries[1])['vmid'] == 100
+    names = box.list_quarantine()
+    assert len(names) == 1 and reason in names[0][1]['reason']
+    assert box.stats()['quarantine'] == 1
+
+
+def test_name_not_matching_content_is_quarantined(box):
+    _spool_n(box, 1)
+    entry = box.list_ready()[0]
+    data = open(entry.path, 'rb').read()
+    os.unlink(entry.path)
+    _write_ready(box, spool.event_name(entry.seq, 101, entry.event_id), data)
+    assert box.claim(box.list_ready()[0]) is None
+    assert 'does not match' in box.list_quarantine()[0][1]['reason']
+
+
+def test_badly_named_files_in_ready_are_quarantined_never_listed(box):
+    _spool_n(box, 1)
+    _write_ready(box, 'stray.txt', b'hello')
+    _write_ready(box, 'x.reason', b'hello')
+    assert len(box.list_ready()) == 1
+    quarantined = box.list_quarantine()
+    assert len(quarantined) == 2
+    assert all('file name' in reason['reason'] for _, reason in quarantined)
+
+
+def test_unreadable_file_is_quarantined(box):
+    if os.geteuid() == 0:
+        # root reads mode-000 files; a directory in place of the file is unreadable for everyone
+        os.mkdir(os.path.join(box.root, 'ready', spool.event_name(1, 100, 'ab-cd')))
+    else:
+        _write_ready(box, spool.event_name(1, 100, 'ab-cd'), b'{}')
+        os.chmod(os.path.join(box.root, 'ready', spool.event_name(1, 100, 'ab-cd')), 0)
+    entry = box.list_ready()[0]
+    assert box.claim(entry) is None
+    assert box.list_quarantine()[0][0] == entry.name
+
+
+def test_recover_releases_claimed_cleans_tmp_and_recomputes(box):
+    _spool_n(box, 3)
+    entries = box.list_ready()
+    box.claim(entries[0])
+    box.claim(entries[1])
+    old_tmp = os.path.join(box.root, 'tmp', 'old')
+    new_tmp = os.path.join(box.root, 'tmp', 'new')
+    for path in (old_tmp, new_tmp):
+        open(path, 'wb').close()
+    os.utime(old_tmp, (box.test_clock.now - box.tmp_max_age - 1,) * 2)
+    os.utime(new_tmp, (box.test_clock.now - 1,) * 2)
+    _write_ready(box, 'junk', b'')
+    with spool.StateLock(box.spool_dir) as state:
+        state.count, state.bytes, state.seq = 999, 999999, 0
+        state.save()
+    result = box.recover()
+    assert result == {'released': 2, 'tmp_removed': 1, 'quarantined': 1, 'depth': 3,
+                      'bytes': sum(e.size for e in entries)}
+    assert os.listdir(os.path.join(box.root, 'tmp')) == ['new']
+    with spool.StateLock(box.spool_dir) as state:
+        assert (state.count, state.bytes) == (3, sum(e.size for e in entries))
+        assert state.seq == entries[-1].seq
+
+
+def test_stats(box):
+    assert box.stats() == {'depth': 0, 'bytes': 0, 'oldest_age': None, 'dead': 0, 'quarantine': 0,
+                           'dropped': 0, 'spooled_seq': 0}
+    paths = _spool_n(box, 2)
+    os.utime(paths[0], (box.test_clock.now - 50,) * 2)
+    stats = box.stats()
+    assert stats['depth'] == 2 and stats['oldest_age'] == pytest.approx(50)
+    assert stats['spooled_seq'] == box.list_ready()[-1].seq
+
+
+def test_full_outbox_drop_is_counted_in_stats(tmp_path):
+    box = Outbox(str(tmp_path / 'spool'), max_events=1)
+    box.spool(_event())
+    with pytest.raises(spool.OutboxFull):
+        box.spool(_event())
+    assert box.stats()['dropped'] == 1 and box.stats()['depth'] == 1
+
+
+def test_show_finds_each_state(box):
+    _spool_n(box, 2)
+    first, second = box.list_ready()
+    assert box.show(first.event_id)[0] == 'ready'
+    box.claim(first)
+    assert box.show(first.event_id) == ('claimed', box.claim(second) and json.loads(
+        open(os.path.join(box.root, 'claimed', first.name)).read()))
+    box.dead(first, 'why')
+    assert box.show(first.event_id)[0] == 'dead'
+    assert box.show('0f8fad5b-d9cb-469f-a165-70867728950e') is None
+    box.quarantine(second.name, 'test')
+    assert box.show(second.event_id)[0] == 'quarantine'
+
+
+def test_quarantine_of_missing_file_returns_none(box):
+    assert box.quarantine('nothing-here', 'x') is None
+
+
+def test_from_settings(tmp_path):
+    from pve_hooks import config
+    settings = config.load(env={'PVE_HOOKS_PATHS__SPOOL_DIR': str(tmp_path), 'PVE_HOOKS_OUTBOX__MAX_EVENTS': '7',
+                                'PVE_HOOKS_CONFIG': ''})
+    box = Outbox.from_settings(settings)
+    assert (box.spool_dir, box.max_events) == (str(tmp_path), 7)
