@@ -1,0 +1,260 @@
+"""Alerts for the conditions an operator must act on, rate-limited per condition.
+
+An :class:`Alerter` is told each pass whether a condition holds
+(:meth:`Alerter.update`, or :meth:`Alerter.raise_` / :meth:`Alerter.resolve`).
+When a condition starts it logs at CRITICAL (journald PRIORITY=2, field
+``ALERT=<condition>``) and sends the alert through the configured channels:
+
+``alerts.command``
+    an argv list run without a shell, the alert as JSON on stdin, killed
+    after ``alerts.timeout`` seconds;
+``alerts.webhook``
+    a JSON POST, with the same timeout.
+
+While the condition holds, nothing more is sent until ``alerts.repeat_interval``
+seconds have passed, then it is sent again. When it clears, a "resolved"
+notice is logged (INFO) and sent. A failing channel (missing program,
+non-zero exit, timeout, refused connection, HTTP error) logs one error and
+never raises into the caller: delivery goes on.
+
+The JSON body::
+
+    {"source": "pve-hooks", "node": "pve1", "condition": "breaker_open",
+     "status": "firing" | "resolved", "severity": "critical",
+     "message": "...", "details": {...}, "since": 1764150000.0,
+     "time": 1764150300.0, "repeat": false}
+
+Alert state lives in memory: after a daemon restart a condition that still
+holds is alerted again once.
+"""
+
+import json
+import logging
+import subprocess
+import time
+
+log = logging.getLogger(__name__)
+
+ACCOUNTDB_AUTH = 'accountdb_auth'
+BREAKER_OPEN = 'breaker_open'
+OUTBOX_FULL = 'outbox_full'
+OUTBOX_DEPTH = 'outbox_depth'
+DEAD_LETTERS = 'dead_letters'
+WHITELIST_STALE = 'whitelist_stale'
+PVESH_FAILING = 'pvesh_failing'
+NODE_HEALTH_CRITICAL = 'node_health_critical'
+CONDITIONS = (ACCOUNTDB_AUTH, BREAKER_OPEN, OUTBOX_FULL, OUTBOX_DEPTH, DEAD_LETTERS,
+              WHITELIST_STALE, PVESH_FAILING, NODE_HEALTH_CRITICAL)
+
+CRITICAL, WARNING = 'critical', 'warning'
+FIRING, RESOLVED = 'firing', 'resolved'
+
+
+class Alerter:
+    """Per-condition alert state and the channels alerts go through.
+
+    ``settings`` supplies ``alerts.*``, ``node`` and ``whitelist.max_stale``;
+    ``clock`` returns Unix time; ``runner`` runs the alert command
+    (``subprocess.run``'s signature); ``session`` posts to the webhook (a
+    requests Session, created on first use when None).
+    """
+
+    def __init__(self, settings, clock=time.time, runner=subprocess.run, session=None):
+        self.settings = settings
+        self.clock = clock
+        self.runner = runner
+        self.session = session
+        self._active = {}  # condition -> {'since', 'last_sent', 'severity', 'message', 'details'}
+
+    # -- state ---------------------------------------------------------------------------------
+
+    def active(self):
+        """Return {condition: since (Unix time)} for the conditions currently raised."""
+        return {condition: state['since'] for condition, state in self._active.items()}
+
+    def update(self, condition, active, message, details=None, severity=CRITICAL):
+        """Raise ``condition`` when ``active`` is true, else resolve it. Return what was sent (see raise_)."""
+        if active:
+            return self.raise_(condition, severity, message, details)
+        return self.resolve(condition, message)
+
+    def raise_(self, condition, severity, message, details=None):
+        """Report that ``condition`` holds; ``message`` is one line for the operator.
+
+        The first report logs at CRITICAL (``severity`` 'warning' logs at
+        WARNING) and sends the alert; later reports send it again only after
+        ``alerts.repeat_interval`` seconds. Return True if the alert was
+        sent (or logged) now, False if it was suppressed as a repeat.
+        """
+        now = self.clock()
+        state = self._active.get(condition)
+        repeat = state is not None
+        if repeat and now - state['last_sent'] < self.settings['alerts.repeat_interval']:
+            state.update(message=message, details=details)
+            return False
+        if not repeat:
+            state = self._active[condition] = {'since': now}
+        state.update(last_sent=now, severity=severity, message=message, details=details)
+        level = logging.WARNING if severity == WARNING else logging.CRITICAL
+        log.log(level, 'ALERT %s: %s%s', condition, message,
+                ' (still active since {0:.0f} s)'.format(now - state['since']) if repeat else '',
+                extra={'ALERT': condition, 'ALERT_STATUS': FIRING})
+        self._send(self._payload(condition, FIRING, severity, message, details, state['since'], now, repeat))
+        return True
+
+    def resolve(self, condition, message=None):
+        """Report that ``condition`` no longer holds. Return True if a resolved notice was sent.
+
+        Nothing happens (False) when the condition was not raised.
+        """
+        state = self._active.pop(condition, None)
+        if state is None:
+            return False
+        now = self.clock()
+        message = message or 'condition cleared'
+        log.info('ALERT %s resolved after %.0f s: %s', condition, now - state['since'], message,
+                 extra={'ALERT': condition, 'ALERT_STATUS': RESOLVED})
+        self._send(self._payload(condition, RESOLVED, state['severity'], message, state['details'],
+                                 state['since'], now, False))
+        return True
+
+    # -- the documented conditions, with thresholds from the settings ----------------------------
+
+    def breaker(self, state, open_since):
+        """Given the breaker state and when it last left 'closed' (Unix time, None if closed),
+        raise BREAKER_OPEN once it has not been closed for ``alerts.after`` seconds."""
+        duration = 0 if open_since is None or state == 'closed' else self.clock() - open_since
+        after = self.settings['alerts.after']
+        return self.update(BREAKER_OPEN, state != 'closed' and duration >= after,
+                           'circuit breaker to AccountDB not closed for {0:.0f} s (alerts.after {1:.0f} s); '
+                           'events wait in the outbox'.format(duration, after) if state != 'closed'
+                           else 'circuit breaker to AccountDB closed again',
+                           {'state': state, 'open_seconds': round(duration, 1)})
+
+    def outbox(self, depth, dropped_since_last=0):
+        """Given the outbox depth and events dropped since the previous call, raise OUTBOX_DEPTH
+        (depth >= ``alerts.outbox_depth``) and OUTBOX_FULL (events dropped)."""
+        limit = self.settings['alerts.outbox_depth']
+        sent = self.update(OUTBOX_DEPTH, depth >= limit,
+                           'outbox holds {0} events (alerts.outbox_depth {1}); check AccountDB and '
+                           'pve-hooks status'.format(depth, limit), {'depth': depth, 'threshold': limit})
+        full = self.update(OUTBOX_FULL, dropped_since_last > 0,
+                           'outbox full: {0} events dropped; raise outbox.max_events/max_bytes or fix '
+                           'delivery'.format(dropped_since_last) if dropped_since_last
+                           else 'outbox accepts events again',
+                           {'dropped': dropped_since_last, 'depth': depth})
+        return sent or full
+
+    def dead_letters(self, dead_count):
+        """Given the number of events in dead/, raise DEAD_LETTERS while it is above 0."""
+        return self.update(DEAD_LETTERS, dead_count > 0,
+                           '{0} events rejected by AccountDB are in the dead directory; see pve-hooks '
+                           'outbox list --dead'.format(dead_count) if dead_count else 'no dead events left',
+                           {'dead': dead_count})
+
+    def whitelist(self, age):
+        """Given the whitelist cache age in seconds (None: no cache), raise WHITELIST_STALE
+        when it is older than ``whitelist.max_stale``."""
+        limit = self.settings['whitelist.max_stale']
+        stale = age is not None and age > limit
+        return self.update(WHITELIST_STALE, stale,
+                           'whitelist cache is {0:.0f} s old (whitelist.max_stale {1:.0f} s); refresh '
+                           'from AccountDB keeps failing'.format(age, limit) if stale
+                           else 'whitelist cache is fresh again', {'age_seconds': age, 'max_stale': limit})
+
+    def pvesh(self, consecutive_failures, reason=''):
+        """Given the number of pvesh calls that failed in a row, raise PVESH_FAILING at
+        ``alerts.pvesh_failures``."""
+        limit = self.settings['alerts.pvesh_failures']
+        failing = consecutive_failures >= limit
+        return self.update(PVESH_FAILING, failing,
+                           'pvesh failed {0} times in a row ({1}); inventory is not reconciled'.format(
+                               consecutive_failures, reason or 'see earlier errors') if failing
+                           else 'pvesh works again', {'failures': consecutive_failures, 'reason': reason})
+
+    def health(self, status, reason=''):
+        """Given the node's overall health status ('OK'...'CRITICAL'), raise NODE_HEALTH_CRITICAL
+        while it is CRITICAL."""
+        critical = str(status).upper() == 'CRITICAL'
+        return self.update(NODE_HEALTH_CRITICAL, critical,
+                           'node health CRITICAL: {0}'.format(reason or 'see pve-hooks health') if critical
+                           else 'node health is {0}'.format(status), {'status': status, 'reason': reason})
+
+    def accountdb_auth(self, failing, reason=''):
+        """Raise ACCOUNTDB_AUTH while AccountDB refuses the token (401/403)."""
+        return self.update(ACCOUNTDB_AUTH, failing,
+                           'AccountDB refuses the token ({0}); check accountdb.token_file; events wait in '
+                           'the outbox'.format(reason or 'HTTP 401/403') if failing
+                           else 'AccountDB accepts the token again', {'reason': reason})
+
+    # -- channels -------------------------------------------------------------------------------
+
+    def _payload(self, condition, status, severity, message, details, since, now, repeat):
+        from pve_hooks import __version__
+        return {'source': 'pve-hooks', 'version': __version__, 'node': self.settings['node'],
+                'condition': condition, 'status': status, 'severity': severity, 'message': message,
+                'details': details or {}, 'since': since, 'time': now, 'repeat': repeat}
+
+    def _send(self, payload):
+        body = json.dumps(payload, sort_keys=True, default=str).encode('utf-8')
+        if self.settings['alerts.command']:
+            self._run_command(self.settings['alerts.command'], body, payload['condition'])
+        if self.settings['alerts.webhook']:
+            self._post_webhook(self.settings['alerts.webhook'], body, payload['condition'])
+
+    def _run_command(self, argv, body, condition):
+        timeout = self.settings['alerts.timeout']
+        program = argv[0]
+        try:
+            result = self.runner(list(argv), input=body, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 timeout=timeout, check=False)
+        except subprocess.TimeoutExpired:
+            log.error('alert command %s for %s timed out after %.0f s and was killed; check alerts.command',
+                      program, condition, timeout, extra={'ALERT': condition})
+            return False
+        except OSError as error:
+            log.error('alert command %s for %s cannot run (%s); check alerts.command', program, condition,
+                      error.strerror or error, extra={'ALERT': condition})
+            return False
+        except Exception as error:  # a runner must never break delivery
+            log.error('alert command %s for %s failed (%s: %s)', program, condition, type(error).__name__,
+                      error, extra={'ALERT': condition})
+            return False
+        if result.returncode != 0:
+            stderr = (result.stderr or b'').decode('utf-8', 'replace').strip().splitlines()
+            log.error('alert command %s for %s exited with status %s%s; check alerts.command', program,
+                      condition, result.returncode, ': ' + stderr[-1][:200] if stderr else '',
+                      extra={'ALERT': condition})
+            return False
+        return True
+
+    def _post_webhook(self, url, body, condition):
+        timeout = self.settings['alerts.timeout']
+        try:
+            if self.session is None:
+                import requests
+                self.session = requests.Session()
+            response = self.session.post(url, data=body, timeout=timeout,
+                                         headers={'Content-Type': 'application/json'})
+            status = response.status_code
+        except Exception as error:  # requests.RequestException and anything a session may raise
+            log.error('alert webhook %s for %s failed (%s); check alerts.webhook', _safe_url(url), condition,
+                      _first_line(error), extra={'ALERT': condition})
+            return False
+        if not 200 <= status < 300:
+            log.error('alert webhook %s for %s answered HTTP %s; check alerts.webhook', _safe_url(url),
+                      condition, status, extra={'ALERT': condition, 'HTTP_STATUS': status})
+            return False
+        return True
+
+
+def _first_line(error):
+    text = str(error).strip().splitlines()
+    return '{0}: {1}'.format(type(error).__name__, text[0][:200]) if text else type(error).__name__
+
+
+def _safe_url(url):
+    """Return only the scheme and host of ``url``: webhook paths often embed a secret."""
+    scheme, sep, rest = url.partition('://')
+    host = rest.split('/', 1)[0].rsplit('@', 1)[-1]
+    return scheme + sep + host
