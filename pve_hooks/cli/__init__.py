@@ -64,9 +64,9 @@ def main(ctx, config_file, overrides):
 
 
 def _register():
-    from pve_hooks.cli import config_cmd
+    from pve_hooks.cli import config_cmd, dev_accountdb
 
-    for module in (config_cmd,):
+    for module in (config_cmd, dev_accountdb):
         for command in module.COMMANDS:
             main.add_command(command)
 
