@@ -289,6 +289,10 @@ OPTIONS = (
       'Proxmox storage whose snippets directory holds the hookscript (volume id <storage>:snippets/accountdb-hook).'),
     O('proxmox.storage_cfg', Path(), '/etc/pve/storage.cfg',
       'Proxmox storage configuration, read to find the snippets storage\'s path.'),
+    O('proxmox.hookscript_source', Path(), '/usr/share/pve-hooks/hookscripts/accountdb-hook',
+      'The packaged hookscript that `pve-hooks snippets install` copies into the snippets storage.'),
+    O('proxmox.set_timeout', Number(0.1, 3600), 60.0,
+      'Seconds a qm set / pct set call (attach, detach) may take before it is killed and counted as failed.'),
 
     # Hookscript
     O('hook.on_error', Choice('continue', 'abort'), 'continue',

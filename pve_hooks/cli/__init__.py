@@ -64,9 +64,9 @@ def main(ctx, config_file, overrides):
 
 
 def _register():
-    from pve_hooks.cli import config_cmd, dev_accountdb
+    from pve_hooks.cli import config_cmd, dev_accountdb, attach
 
-    for module in (config_cmd, dev_accountdb):
+    for module in (config_cmd, dev_accountdb, attach):
         for command in module.COMMANDS:
             main.add_command(command)
 
