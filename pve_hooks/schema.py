@@ -302,6 +302,8 @@ OPTIONS = (
     O('hook.chain_timeout', Number(0.1, 3600), 30.0, 'Seconds each chained hookscript may run before it is killed.'),
     O('hook.chain_on_error', Choice('continue', 'abort'), 'continue',
       'Whether a chained script failing in pre-start fails the guest start (abort) or is only logged.'),
+    O('hook.journal_socket', Path(), '/run/systemd/journal/socket',
+      'journald\'s native socket the hookscript logs to (a missing socket is fine: stderr still gets errors).'),
 
     # Outbox
     O('outbox.max_events', Integer(1), 100000,
