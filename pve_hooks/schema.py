@@ -323,6 +323,9 @@ OPTIONS = (
     O('reconcile.heartbeat_interval', Number(1, 86400), 60.0, 'Seconds between heartbeats to AccountDB.'),
     O('reconcile.full_resync_interval', Number(1, 86400 * 30), 86400.0,
       'Seconds after which the inventory is sent even if unchanged.'),
+    O('reconcile.reread_interval', Number(1, 86400 * 30), 900.0,
+      'Seconds after which guests are read through pvesh even when /etc/pve/.vmlist is unchanged '
+      '(status changes that no hook reported do not change .vmlist).'),
     O('reconcile.auto_attach', Boolean(), False,
       'Attach the hookscript to new guests the daemon discovers (same rules as pve-hooks attach).'),
     O('reconcile.shutdown_timeout', Number(0.1, 300), 5.0,

@@ -64,9 +64,9 @@ def main(ctx, config_file, overrides):
 
 
 def _register():
-    from pve_hooks.cli import config_cmd, dev_accountdb, attach
+    from pve_hooks.cli import config_cmd, dev_accountdb, attach, reconcile
 
-    for module in (config_cmd, dev_accountdb, attach):
+    for module in (config_cmd, dev_accountdb, attach, reconcile):
         for command in module.COMMANDS:
             main.add_command(command)
 

@@ -1,0 +1,745 @@
+"""The reconciler daemon (``pve-hooks reconcile``): main loop, signals, sd_notify, scheduling.
+
+One thread does everything, in this order each time it wakes up:
+
+1. handle signals: SIGTERM/SIGINT stop, SIGHUP reloads the configuration;
+2. refresh the whitelist when due (only while AccountDB answers);
+3. run a delivery pass when events arrived (inotify on the outbox ready
+   directory), when a retry is due, or at the polling interval without inotify;
+4. run an inventory pass when due (:mod:`pve_hooks.reconcile`);
+5. send a heartbeat (with node health) every ``reconcile.heartbeat_interval``;
+6. update metrics, alerts, ``<state_dir>/daemon.json``, the systemd watchdog and STATUS=;
+7. sleep in ``select`` until the next deadline, an inotify event or a signal.
+
+Every AccountDB call goes through one :class:`~pve_hooks.connection.Connection`
+(breaker, capped backoff with jitter, health probe, log-once); nothing that
+AccountDB, pvesh or pmxcfs does makes the daemon exit.
+
+Shutdown: SIGTERM starts a timer of ``reconcile.shutdown_timeout`` seconds. A
+batch in flight may finish within it; when the timer fires first, the call in
+progress is interrupted and its events return to ready (they are sent again
+after the restart; AccountDB deduplicates by event_id). State is saved and
+the process exits 0.
+
+Only one reconciler runs per state directory (``reconcile.lock``, flock), so
+``reconcile --once`` cannot race a running daemon for the same events.
+"""
+
+import fcntl
+import logging
+import os
+import random
+import signal
+import time
+
+from pve_hooks import __version__, accountdb, alerts, breaker, config, dirwatch, errors, logsetup
+from pve_hooks import metrics, pvesh, state
+from pve_hooks.connection import UP, Connection, Deferred
+from pve_hooks.delivery import Delivery, Interrupted
+from pve_hooks.notify import Notifier
+from pve_hooks.outbox import Outbox
+from pve_hooks.reconcile import InventorySync
+from pve_hooks.spool import READY
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = 'daemon.json'
+LOCK_FILE = 'reconcile.lock'
+# Longest sleep between two loop iterations, so daemon.json's heartbeat_at stays fresh.
+MAX_SLEEP = 30.0
+# daemon.json is rewritten at most this often (it is fsync'ed).
+STATE_WRITE_INTERVAL = 1.0
+
+
+class AlreadyRunning(Exception):
+    """Another reconciler holds the lock on this state directory; the message names its pid."""
+
+
+def daemon_state_path(settings):
+    """Return ``<paths.state_dir>/daemon.json``."""
+    return os.path.join(settings['paths.state_dir'], STATE_FILE)
+
+
+def acquire_lock(state_dir):
+    """Take ``<state_dir>/reconcile.lock`` (flock, non-blocking); return its file descriptor.
+
+    Raise AlreadyRunning naming the holder's pid, or OSError when the state
+    directory cannot be created.
+    """
+    state.ensure_dir(state_dir)
+    path = os.path.join(state_dir, LOCK_FILE)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode('ascii', 'replace').strip() or 'unknown'
+        os.close(fd)
+        raise AlreadyRunning('another pve-hooks reconciler (pid {0}) is running on {1}; stop it first '
+                             '(systemctl stop pve-hooks) or wait for it'.format(holder, state_dir))
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, '{0}\n'.format(os.getpid()).encode('ascii'), 0)
+    return fd
+
+
+class _ThroughConnection:
+    """The whitelist cache's view of the client: its GET goes through the Connection."""
+
+    def __init__(self, connection):
+        self.connection = connection
+
+    def get_whitelist(self, **kwargs):
+        try:
+            return self.connection.call('whitelist refresh', self.connection.client.get_whitelist, **kwargs)
+        except Deferred as deferred:
+            raise errors.TransientError('not attempted: ' + deferred.reason)
+
+
+class _ClientMetrics:
+    """accountdb.Client's ``metrics`` hook: counts requests by endpoint and status class."""
+
+    def __init__(self, registry):
+        self.registry = registry
+
+    def on_request(self, method, endpoint, status_class, duration_s):
+        self.registry.inc(metrics.ACCOUNTDB_REQUESTS, endpoint=endpoint, status_class=status_class)
+
+
+class Components:
+    """Everything built from one Settings; rebuilt on a successful SIGHUP reload."""
+
+    def __init__(self, settings, daemon):
+        self.settings = settings
+        clock = daemon.clock
+        self.outbox = Outbox.from_settings(settings, clock=clock)
+        self.client = accountdb.Client(settings, session=daemon.session_factory(),
+                                       metrics=_ClientMetrics(daemon.registry))
+        self.breaker = breaker.from_settings(settings, clock=clock, on_change=daemon.on_breaker_change)
+        self.connection = Connection(settings, self.client, self.breaker, clock=clock, rand=daemon.rand,
+                                     on_change=daemon.on_connection_change, pending=daemon.pending_count)
+        self.whitelist = _whitelist_cache(settings, clock)
+        self.delivery = Delivery(settings, self.outbox, self.connection, whitelist=self.whitelist,
+                                 clock=clock, should_stop=lambda: daemon.stopping)
+        self.inventory = InventorySync(settings, self.connection, whitelist=self.whitelist,
+                                       pvesh_run=daemon.pvesh_runner(), clock=clock,
+                                       on_pvesh_failure=daemon.on_pvesh_result)
+        self.health = _health_runner(settings, clock)
+        self.ready_dir = os.path.join(self.outbox.root, READY)
+
+    def close(self):
+        try:
+            self.client.close()
+        except Exception:  # pragma: no cover - closing a pool must never fail a reload
+            pass
+
+
+def _whitelist_cache(settings, clock):
+    try:
+        from pve_hooks.whitelist import WhitelistCache
+    except ImportError:
+        log.warning('whitelist module unavailable; reporting every guest')
+        return None
+    return WhitelistCache.from_settings(settings, clock=clock)
+
+
+def _health_runner(settings, clock):
+    """Return the health module's HealthRunner (AccountDB is checked by the daemon itself), or None.
+
+    None when the module is unavailable: heartbeats are then sent without health.
+    """
+    try:
+        from pve_hooks.health import HealthRunner
+    except ImportError:
+        log.warning('health module unavailable; heartbeats are sent without node health')
+        return None
+    return HealthRunner(settings, offline=True, clock=clock)
+
+
+class Daemon:
+    """The reconciler.
+
+    ``settings``: the loaded Settings; ``reload_settings()``: returns fresh
+    Settings or raises config.ConfigError (SIGHUP); ``clock``: epoch seconds;
+    ``rand``: [0, 1) for jitter; ``session_factory()``: a requests.Session (or
+    None for the client's default); ``notifier``: notify.Notifier;
+    ``pvesh_run``: pvesh.run-compatible; ``install_signals``: False in
+    in-process tests that drive :meth:`step` themselves.
+    """
+
+    def __init__(self, settings, reload_settings=None, clock=time.time, rand=random.random,
+                 session_factory=lambda: None, notifier=None, pvesh_run=None, install_signals=True):
+        self.settings = settings
+        self.reload_settings = reload_settings
+        self.clock = clock
+        self.rand = rand
+        self.session_factory = session_factory
+        self.notifier = notifier or Notifier()
+        self._pvesh_run = pvesh_run
+        self.install_signals = install_signals
+        self.registry = metrics.Registry()
+        self.alerter = alerts.Alerter(settings, clock=clock)
+        self.metrics_server = None
+        self.stopping = False
+        self.reload_requested = False
+        self.interrupted = False
+        self._interruptible = False
+        self._wake_r = self._wake_w = None
+        self._lock_fd = None
+        self.watch = None
+        self.c = None
+        self.state = {}
+        self.stats = {}
+        self._stats_at = None
+        self._state_written_at = None
+        self._watchdog_at = 0.0
+        self._delivery_at = 0.0
+        self._heartbeat_at = 0.0
+        self._dropped_seen = None
+        self._health = None       # (results, overall status) of the last health run
+        self._breaker_left_closed_at = None
+        self.last_heartbeat_sent_at = None
+
+    # -- collaborators --------------------------------------------------------------
+    def pvesh_runner(self):
+        """Return the pvesh runner (records pvesh call durations and failures in the metrics)."""
+        inner = self._pvesh_run or pvesh.run
+
+        def run(settings, path, **kwargs):
+            started = time.monotonic()
+            ok = False
+            try:
+                result = inner(settings, path, **kwargs)
+                ok = True
+                return result
+            finally:
+                call = path.rstrip('/').rsplit('/', 1)[-1] or path
+                try:
+                    metrics.record_pvesh(self.registry, call, time.monotonic() - started, ok)
+                except Exception:  # pragma: no cover - metrics must never break a read
+                    pass
+        return run
+
+    def pending_count(self):
+        """Events waiting in the outbox (from the last stats), for log lines."""
+        return self.stats.get('depth') if self.stats else None
+
+    def on_breaker_change(self, old, new):
+        """Breaker transitions (made by this process): logged once, tracked for the alert."""
+        if new == breaker.CLOSED:
+            self._breaker_left_closed_at = None
+        elif self._breaker_left_closed_at is None:
+            self._breaker_left_closed_at = self.clock()
+        level = logging.INFO if new != breaker.OPEN else logging.WARNING
+        log.log(level, 'circuit breaker to AccountDB %s (was %s)%s', new.replace('_', '-'), old.replace('_', '-'),
+                '; events wait in the outbox until a probe succeeds' if new == breaker.OPEN else '',
+                extra={'BREAKER_STATE': new})
+
+    def on_connection_change(self, old, new, error):
+        """Connection up/down transitions: drive the auth alert."""
+        kind = getattr(error, 'kind', None)
+        self.alerter.accountdb_auth(new != UP and kind == 'auth', getattr(error, 'reason', '') or '')
+
+    def on_pvesh_result(self, consecutive_failures, reason):
+        """Called after each inventory read: the pvesh alert."""
+        self.alerter.pvesh(consecutive_failures, reason)
+
+    # -- start and stop -------------------------------------------------------------
+    def start(self):
+        """Lock, recover the outbox, probe AccountDB, tell systemd we are ready.
+
+        Raise AlreadyRunning, or OSError when the spool or state directory is unusable.
+        """
+        self._lock_fd = acquire_lock(self.settings['paths.state_dir'])
+        self.state = state.read_json(daemon_state_path(self.settings), {}) or {}
+        self.c = Components(self.settings, self)
+        self.c.outbox.ensure()
+        recovered = self.c.outbox.recover()
+        if self.install_signals:
+            self._install_signals()
+        self._watch(self.c.ready_dir)
+        self._start_metrics_server()
+        self._refresh_stats(force=True)
+        if self.settings['accountdb.url']:
+            self.c.connection.probe()
+        else:
+            log.error('accountdb.url is not set; events are kept in the outbox until it is configured '
+                      '(pve-hooks config sample shows the option)')
+        log.info('pve-hooks %s reconciler started for node %s: %d events in the outbox%s', __version__,
+                 self.settings['node'], recovered.get('depth', 0),
+                 ', {0} returned from an interrupted run'.format(recovered['released'])
+                 if recovered.get('released') else '', extra={'NODE': self.settings['node']})
+        self._write_state(force=True)
+        self.notifier.ready(self.status_line())
+
+    def _install_signals(self):
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        signal.signal(signal.SIGTERM, self._on_stop)
+        signal.signal(signal.SIGINT, self._on_stop)
+        signal.signal(signal.SIGHUP, self._on_hup)
+        signal.signal(signal.SIGALRM, self._on_alarm)
+
+    def _on_stop(self, signum, frame):
+        if not self.stopping:
+            self.stopping = True
+            signal.setitimer(signal.ITIMER_REAL, max(0.01, self.settings['reconcile.shutdown_timeout']))
+
+    def _on_hup(self, signum, frame):
+        self.reload_requested = True
+
+    def _on_alarm(self, signum, frame):
+        self.interrupted = True
+        if self._interruptible:
+            self._interruptible = False
+            raise Interrupted()
+
+    def _watch(self, directory):
+        if self.watch is not None:
+            self.watch.close()
+        self.watch = dirwatch.DirWatch(directory)
+        if not self.watch.available:
+            log.warning('%s; polling the outbox every %s s instead (delivery.poll_interval)',
+                        self.watch.reason, self.settings['delivery.poll_interval'])
+
+    def _start_metrics_server(self):
+        metrics.stop(self.metrics_server)
+        self.metrics_server = metrics.serve(self.registry, self.settings['metrics.listen'])
+
+    def shutdown(self):
+        """Return in-flight events, save state, release everything. Return None."""
+        self.notifier.stopping()
+        if self.c is not None:
+            returned = self.c.delivery.return_in_flight()
+            if returned:
+                log.info('returned %d in-flight events to the outbox; they are sent after the restart '
+                         '(AccountDB deduplicates them)', returned)
+        signal.setitimer(signal.ITIMER_REAL, 0) if self.install_signals else None
+        self._refresh_stats(force=True)
+        self._write_state(force=True, stopped=True)
+        self._write_metrics()
+        metrics.stop(self.metrics_server)
+        self.metrics_server = None
+        if self.watch is not None:
+            self.watch.close()
+        if self.c is not None:
+            self.c.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+        log.info('pve-hooks reconciler stopped; %s events kept in the outbox', self.stats.get('depth', '?'))
+
+    # -- the loop -------------------------------------------------------------------
+    def run(self):
+        """Start, loop until SIGTERM/SIGINT, shut down. Return the exit code (0)."""
+        self.start()
+        try:
+            while not self.stopping:
+                self.step()
+                if self.stopping:
+                    break
+                self.sleep()
+        finally:
+            self.shutdown()
+        return 0
+
+    def step(self):
+        """One loop iteration: reload, whitelist, delivery, inventory, heartbeat, bookkeeping."""
+        if self.reload_requested:
+            self.reload_requested = False
+            self.reload()
+        now = self.clock()
+        try:
+            self._interruptible = True
+            self._whitelist(now)
+            if not self.stopping and self._delivery_due(now):
+                self._deliver()
+            if not self.stopping and self.c.inventory.due(self.clock()):
+                self._inventory()
+            if not self.stopping and self.clock() >= self._heartbeat_at:
+                self._heartbeat()
+        except Interrupted:
+            log.warning('shutdown timeout (reconcile.shutdown_timeout %s s) reached during a call to '
+                        'AccountDB or pvesh; stopping now', self.settings['reconcile.shutdown_timeout'])
+        finally:
+            self._interruptible = False
+        self._bookkeeping()
+
+    def sleep(self):
+        """Wait for an outbox event, a signal or the next deadline (never a busy loop)."""
+        now = self.clock()
+        deadlines = [now + MAX_SLEEP, self.c.inventory.next_at, self._heartbeat_at, self._delivery_at]
+        if self.c.inventory.pending is not None:
+            deadlines.append(self.c.connection.next_try_at)
+        if self.c.whitelist is not None:
+            deadlines.append((self.c.whitelist.status(now).get('last_attempt_at') or now)
+                             + self.settings['whitelist.refresh_interval'])
+        interval = self.notifier.watchdog_interval()
+        if interval:
+            deadlines.append(self._watchdog_at + interval)
+        timeout = max(0.0, min(deadlines) - now)
+        if self.watch is not None and not self.watch.available and self.watch.rewatch():
+            log.info('watching %s for new events again', self.watch.path)
+        readable = dirwatch.wait([self.watch if self.watch and self.watch.available else None,
+                                  self._wake_r], timeout)
+        for item in readable:
+            if item is self.watch:
+                if self.watch.drain():
+                    self._delivery_at = min(self._delivery_at, self.clock())
+            elif item == self._wake_r:
+                try:
+                    while os.read(self._wake_r, 512):
+                        pass
+                except (BlockingIOError, InterruptedError):
+                    pass
+
+    # -- jobs -----------------------------------------------------------------------
+    def _whitelist(self, now):
+        if self.c.whitelist is None or not self.settings['accountdb.url']:
+            return
+        if self.c.connection.state != UP or not self.c.connection.due(now):
+            return
+        outcome = self.c.whitelist.refresh_if_due(_ThroughConnection(self.c.connection), now)
+        if outcome in ('updated', 'unchanged'):
+            self.registry.set(metrics.LAST_WHITELIST_REFRESH, now)
+
+    def _delivery_due(self, now):
+        if now < self._delivery_at:
+            return False
+        if not self.c.connection.due(now):
+            self._delivery_at = self.c.connection.next_try_at
+            return False
+        return True
+
+    def _deliver(self):
+        if not self.settings['accountdb.url']:
+            self._delivery_at = self.clock() + MAX_SLEEP
+            return None
+        result = self.c.delivery.run()
+        now = self.clock()
+        self._count_delivery(result)
+        if result.delivered:
+            self.c.inventory.mark_dirty('hookscript events delivered')
+        if result.error is not None or result.deferred:
+            self._delivery_at = max(self.c.connection.next_try_at, now + 0.01)
+        elif result.held or result.released:
+            self._delivery_at = now + self.settings['delivery.poll_interval']
+        elif self.watch is not None and self.watch.available:
+            # inotify wakes us; a periodic look is only a safety net.
+            self._delivery_at = now + self.settings['reconcile.heartbeat_interval']
+        else:
+            self._delivery_at = now + self.settings['delivery.poll_interval']
+        if result.delivered or result.rejected or result.filtered or result.error is not None:
+            self._refresh_stats(force=True)
+            if result.delivered:
+                log.info('delivered %d event%s to AccountDB (%d new, %d duplicate)%s', result.delivered,
+                         '' if result.delivered == 1 else 's', result.accepted, result.duplicate,
+                         '; {0} kept in the outbox'.format(self.stats.get('depth'))
+                         if self.stats.get('depth') else '',
+                         extra={'BATCH_SIZE': result.delivered, 'NODE': self.settings['node']})
+        return result
+
+    def _count_delivery(self, result):
+        registry = self.registry
+        registry.inc(metrics.EVENTS_DELIVERED, result.accepted)
+        registry.inc(metrics.EVENTS_DUPLICATE, result.duplicate)
+        registry.inc(metrics.EVENTS_REJECTED, result.rejected)
+        registry.inc(metrics.EVENTS_FILTERED, result.filtered)
+        for latency in result.latencies:
+            registry.observe(metrics.DELIVERY_LATENCY, latency)
+        if result.delivered:
+            self.state['last_delivery_at'] = self.c.delivery.last_delivery_at
+            registry.set(metrics.LAST_DELIVERY, self.c.delivery.last_delivery_at)
+        if result.filtered:
+            self.state['filtered_total'] = self.state.get('filtered_total', 0) + result.filtered
+
+    def _inventory(self):
+        outcome = self.c.inventory.run()
+        if self.c.inventory.last_sync_at:
+            self.state['last_inventory_sync_at'] = self.c.inventory.last_sync_at
+            self.registry.set(metrics.LAST_INVENTORY_SYNC, self.c.inventory.last_sync_at)
+        self.state['last_inventory_outcome'] = outcome
+        return outcome
+
+    def _heartbeat(self):
+        now = self.clock()
+        self._heartbeat_at = now + self.settings['reconcile.heartbeat_interval']
+        self._refresh_stats(force=True)
+        health = self._run_health(now)
+        if not self.settings['accountdb.url']:
+            return False
+        body = self.heartbeat_body(now, health)
+        try:
+            self.c.connection.call('heartbeat', self.c.client.heartbeat, self.settings['node'], body)
+        except (Deferred, errors.AccountDBError):
+            return False  # logged once by the connection; the next heartbeat is on schedule
+        self.last_heartbeat_sent_at = self.clock()
+        self.state['last_heartbeat_sent_at'] = self.last_heartbeat_sent_at
+        return True
+
+    def heartbeat_body(self, now, health=None):
+        """Return the heartbeat document: node, sent_at, agent_version, outbox, breaker, health."""
+        stats = self.stats or {}
+        body = {
+            'node': self.settings['node'],
+            'sent_at': _rfc3339(now),
+            'agent_version': __version__,
+            'outbox': {key: stats.get(key) for key in ('depth', 'oldest_age', 'dead', 'quarantine', 'dropped')},
+            'breaker': self._breaker_state(),
+            'last_delivery_at': _rfc3339(self.state.get('last_delivery_at')),
+            'last_inventory_sync_at': _rfc3339(self.state.get('last_inventory_sync_at')),
+        }
+        if self.c.whitelist is not None:
+            body['whitelist'] = {'age': self.c.whitelist.age(now), 'state': self.c.whitelist.state(now)}
+        if health is not None:
+            body['health'] = health
+        return body
+
+    def _run_health(self, now):
+        """Run the health checks; return a JSON-able summary, or None when unavailable."""
+        runner = self.c.health
+        if runner is None:
+            return None
+        try:
+            results, transitions = runner.run(now)
+        except Exception as error:  # health must never stop delivery
+            log.error('node health checks failed to run (%s); heartbeat sent without health', error)
+            return None
+        try:
+            metrics.collect_health(self.registry, results)
+        except Exception as error:  # pragma: no cover - metrics must never break a heartbeat
+            log.debug('cannot export health metrics (%s)', error)
+        overall = _overall(results)
+        reason = '; '.join('{0}: {1}'.format(_field(r, 'name'), _field(r, 'reason'))
+                           for r in results if str(_field(r, 'status')).upper() == 'CRITICAL')
+        self.alerter.health(overall, reason)
+        self._health = overall
+        summary = {'status': overall, 'checks': [_as_dict(result) for result in results]}
+        return summary
+
+    # -- bookkeeping ----------------------------------------------------------------
+    def _bookkeeping(self):
+        now = self.clock()
+        self._refresh_stats()
+        self._alerts(now)
+        self._write_metrics()
+        self._write_state()
+        interval = self.notifier.watchdog_interval()
+        if interval and now - self._watchdog_at >= interval * 0.9:
+            self.notifier.watchdog()
+            self._watchdog_at = now
+        self.notifier.status(self.status_line())
+
+    def _refresh_stats(self, force=False):
+        now = self.clock()
+        if not force and self._stats_at is not None and now - self._stats_at < STATE_WRITE_INTERVAL:
+            return self.stats
+        try:
+            self.stats = self.c.outbox.stats()
+        except OSError as error:
+            log.error('cannot read the outbox state (%s); retrying', error)
+            return self.stats
+        self._stats_at = now
+        metrics.collect_outbox(self.registry, self.stats)
+        return self.stats
+
+    def _breaker_state(self):
+        try:
+            return self.c.breaker.state
+        except Exception:  # pragma: no cover - defensive
+            return 'unknown'
+
+    def _alerts(self, now):
+        stats = self.stats or {}
+        try:
+            current = self._breaker_state()
+            if current != breaker.CLOSED and self._breaker_left_closed_at is None:
+                changed = self.c.breaker.snapshot().get('changed_at') or now
+                self._breaker_left_closed_at = changed
+            self.registry.set_state(metrics.BREAKER_STATE, current, metrics.BREAKER_STATES)
+            self.alerter.breaker(current, self._breaker_left_closed_at)
+            dropped = stats.get('dropped') or 0
+            dropped_since = 0 if self._dropped_seen is None else max(0, dropped - self._dropped_seen)
+            self._dropped_seen = dropped
+            self.alerter.outbox(stats.get('depth') or 0, dropped_since)
+            self.alerter.dead_letters(stats.get('dead') or 0)
+            if self.c.whitelist is not None:
+                age = self.c.whitelist.age(now)
+                if age is not None:
+                    self.registry.set(metrics.WHITELIST_AGE, age)
+                self.alerter.whitelist(age)
+            for condition in alerts.CONDITIONS:
+                self.registry.set(metrics.ALERT_ACTIVE, 1 if condition in self.alerter.active() else 0,
+                                  condition=condition)
+        except Exception as error:  # alerts and metrics never stop the daemon
+            log.error('alert evaluation failed (%s); continuing', error)
+
+    def _write_metrics(self):
+        path = self.settings['metrics.textfile']
+        if path:
+            metrics.write_textfile(self.registry, path)
+
+    def _write_state(self, force=False, stopped=False):
+        now = self.clock()
+        if not force and self._state_written_at is not None and now - self._state_written_at < STATE_WRITE_INTERVAL:
+            return
+        self.state.update(heartbeat_at=now, pid=os.getpid(), version=__version__, node=self.settings['node'],
+                          connection=self.c.connection.state if self.c else None,
+                          breaker=self._breaker_state() if self.c else None,
+                          last_heartbeat_sent_at=self.last_heartbeat_sent_at
+                          or self.state.get('last_heartbeat_sent_at'),
+                          stopped_at=now if stopped else None)
+        if self.c is not None and self.c.connection.state != UP and self.c.connection.last_error is not None:
+            self.state['last_error'] = str(self.c.connection.last_error)
+        else:
+            self.state['last_error'] = None
+        try:
+            state.write_json(daemon_state_path(self.settings), self.state)
+            self._state_written_at = now
+        except OSError as error:
+            log.error('cannot write %s (%s); health checks may report the reconciler as dead',
+                      daemon_state_path(self.settings), error.strerror or error)
+
+    def status_line(self):
+        """One line for systemd's STATUS=: outbox, AccountDB, breaker, last inventory."""
+        stats = self.stats or {}
+        depth = stats.get('depth')
+        parts = ['outbox {0} event{1}'.format(depth, '' if depth == 1 else 's') if depth is not None
+                 else 'outbox ?']
+        if stats.get('oldest_age') is not None:
+            parts[0] += ' (oldest {0})'.format(logsetup.format_duration(stats['oldest_age']))
+        parts.append('AccountDB ' + (self.c.connection.summary() if self.c else 'unknown'))
+        parts.append('breaker ' + (self._breaker_state() if self.c else 'unknown').replace('_', '-'))
+        synced = self.state.get('last_inventory_sync_at')
+        parts.append('inventory synced {0} ago'.format(logsetup.format_duration(self.clock() - synced))
+                     if synced else 'inventory not synced yet')
+        return '; '.join(parts)
+
+    # -- reload ---------------------------------------------------------------------
+    def reload(self):
+        """Reload the configuration (SIGHUP). An invalid one is logged and the old one kept.
+
+        Return True when the new configuration is in use.
+        """
+        if self.reload_settings is None:
+            return False
+        self.notifier.reloading()
+        try:
+            new = self.reload_settings()
+        except config.ConfigError as error:
+            log.error('configuration reload rejected, keeping the running configuration: %s',
+                      '; '.join(error.errors))
+            self.notifier.ready(self.status_line())
+            return False
+        old_settings, old = self.settings, self.c
+        logsetup.configure(new)
+        try:
+            self.settings = new
+            components = Components(new, self)
+            components.outbox.ensure()
+        except OSError as error:
+            self.settings = old_settings
+            log.error('configuration reload rejected (%s), keeping the running configuration',
+                      error.strerror or error)
+            logsetup.configure(old_settings)
+            self.notifier.ready(self.status_line())
+            return False
+        old.delivery.return_in_flight()
+        old.close()
+        self.c = components
+        self.alerter.settings = new
+        if new['paths.state_dir'] != old_settings['paths.state_dir']:
+            log.warning('paths.state_dir changed on reload; the lock stays on %s until a restart',
+                        old_settings['paths.state_dir'])
+        if components.ready_dir != old.ready_dir or not (self.watch and self.watch.available):
+            self._watch(components.ready_dir)
+        if new['metrics.listen'] != old_settings['metrics.listen']:
+            self._start_metrics_server()
+        self._delivery_at = 0.0
+        self._heartbeat_at = 0.0
+        self._refresh_stats(force=True)
+        changed = sorted(key for key in new if new.get(key) != old_settings.get(key))
+        log.info('configuration reloaded (%d option%s changed%s)', len(changed), '' if len(changed) == 1 else 's',
+                 ': ' + ', '.join(changed[:10]) if changed else '')
+        self.notifier.ready(self.status_line())
+        return True
+
+
+def run_once(settings, clock=time.time, rand=random.random, session_factory=lambda: None, pvesh_run=None):
+    """``reconcile --once``: recover, drain the outbox, reconcile the inventory, heartbeat.
+
+    Return (exit code, message): 0 when AccountDB answered throughout, 1
+    when it was unreachable or refused us (the message says why and how
+    many events are kept). Raise AlreadyRunning when the daemon runs.
+    """
+    daemon = Daemon(settings, clock=clock, rand=rand, session_factory=session_factory,
+                    notifier=Notifier(env={}), pvesh_run=pvesh_run, install_signals=False)
+    daemon._lock_fd = acquire_lock(settings['paths.state_dir'])
+    try:
+        daemon.state = state.read_json(daemon_state_path(settings), {}) or {}
+        heartbeat_at = daemon.state.get('heartbeat_at')
+        daemon.c = Components(settings, daemon)
+        daemon.c.outbox.ensure()
+        daemon.c.outbox.recover()
+        daemon._refresh_stats(force=True)
+        if not settings['accountdb.url']:
+            return 1, 'accountdb.url is not set; set it in the configuration file'
+        reachable = daemon.c.connection.probe()
+        if reachable:
+            daemon._whitelist(clock())
+            result = daemon._deliver()
+            daemon._inventory()
+            daemon._heartbeat()
+        else:
+            result = None
+        daemon._refresh_stats(force=True)
+        daemon._alerts(clock())
+        daemon._write_metrics()
+        daemon.state['heartbeat_at'] = heartbeat_at  # a one-shot run is not a live daemon
+        try:
+            state.write_json(daemon_state_path(settings), dict(daemon.state, once_at=clock()))
+        except OSError as error:
+            log.error('cannot write %s (%s)', daemon_state_path(settings), error.strerror or error)
+        connection = daemon.c.connection
+        depth = daemon.stats.get('depth', 0)
+        if connection.state != UP:
+            return 1, 'AccountDB unreachable ({0}); {1} events kept in the outbox'.format(
+                connection.last_error or 'no answer', depth)
+        delivered = result.delivered if result is not None else 0
+        return 0, 'delivered {0} events; {1} kept in the outbox; inventory {2}'.format(
+            delivered, depth, daemon.c.inventory.last_outcome)
+    finally:
+        if daemon.c is not None:
+            daemon.c.delivery.return_in_flight()
+            daemon.c.close()
+        os.close(daemon._lock_fd)
+
+
+def _rfc3339(epoch):
+    if epoch is None:
+        return None
+    return time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(epoch)) + '.{0:06d}Z'.format(
+        int((epoch % 1) * 1e6))
+
+
+def _field(item, key):
+    if isinstance(item, dict):
+        return item.get(key)
+    return getattr(item, key, None)
+
+
+def _as_dict(item):
+    if isinstance(item, dict):
+        return item
+    for name in ('as_dict', 'to_dict'):
+        if hasattr(item, name):
+            return getattr(item, name)()
+    return {key: _field(item, key) for key in ('name', 'status', 'reason', 'values')}
+
+
+def _overall(results):
+    order = {'OK': 0, 'UNKNOWN': 1, 'WARNING': 2, 'CRITICAL': 3}
+    worst = 'OK'
+    for result in results:
+        status = str(_field(result, 'status') or 'UNKNOWN').upper()
+        if order.get(status, 1) > order[worst]:
+            worst = status if status in order else 'UNKNOWN'
+    return worst

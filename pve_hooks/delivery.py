@@ -1,0 +1,294 @@
+"""One delivery pass: ready events from the outbox to AccountDB, in order, in batches.
+
+A pass takes a snapshot of the ready events in outbox order, claims them one
+by one into batches of at most ``delivery.batch_size``, and sends each batch
+through the :class:`~pve_hooks.connection.Connection` (breaker, backoff,
+health probe). Per-event results decide each event's fate:
+
+- ``accepted`` / ``duplicate`` → acknowledged (removed from the outbox);
+- ``rejected`` → moved to ``dead/`` with AccountDB's reason, logged at
+  critical level (the client bisects a 400/422/413 batch so only the
+  offending event is rejected);
+- no result, or the whole batch failed (transient, configuration, auth) →
+  returned to ready and retried later.
+
+Per-guest order: an event for a guest is never sent before an earlier
+undelivered event for the same guest. When an event for VMID X is held back
+(its batch failed, it had no result, it could not be claimed), every later
+event for X is left untouched for the rest of the pass.
+
+Whitelist: an event for a guest outside a non-empty whitelist is
+acknowledged locally as ``filtered`` and counted, never sent. With no
+whitelist cache at all nothing is filtered (the whitelist module logs that).
+"""
+
+import logging
+import time
+
+from pve_hooks import errors
+from pve_hooks.connection import Deferred
+
+log = logging.getLogger(__name__)
+
+# How many ready entries one snapshot looks at, in batches; bounds the memory
+# and directory-scan cost of a pass over a very deep outbox.
+SNAPSHOT_BATCHES = 20
+
+
+class Interrupted(BaseException):
+    """Raised inside a pass by the daemon's shutdown timer; the pass returns its batch."""
+
+
+class PassResult:
+    """What one delivery pass did; counters are event counts."""
+
+    __slots__ = ('batches', 'accepted', 'duplicate', 'rejected', 'filtered', 'released',
+                 'quarantined', 'held', 'deferred', 'error', 'latencies')
+
+    def __init__(self):
+        self.batches = 0
+        self.accepted = 0
+        self.duplicate = 0
+        self.rejected = 0
+        self.filtered = 0
+        self.released = 0
+        self.quarantined = 0
+        self.held = 0
+        self.deferred = None   # Deferred reason when nothing could be attempted
+        self.error = None      # the AccountDBError that ended the pass, if any
+        self.latencies = []    # seconds from occurred_at/spool to acknowledgement, per delivered event
+
+    @property
+    def delivered(self):
+        """Events AccountDB has now (accepted + duplicate)."""
+        return self.accepted + self.duplicate
+
+    def as_dict(self):
+        """Return the counters as a dict (for logs and tests)."""
+        return {name: getattr(self, name) for name in self.__slots__
+                if name not in ('error', 'latencies', 'deferred')}
+
+
+class Delivery:
+    """Runs delivery passes for one node.
+
+    ``settings`` supplies ``node`` and ``delivery.batch_size``; ``outbox`` is an
+    outbox.Outbox; ``connection`` a connection.Connection wrapping the
+    AccountDB client; ``whitelist`` an object with ``allows(vmid)`` or None;
+    ``clock`` returns epoch seconds; ``should_stop()`` returns True when the
+    daemon is shutting down (checked between batches).
+    """
+
+    def __init__(self, settings, outbox, connection, whitelist=None, clock=time.time, should_stop=None):
+        self.settings = settings
+        self.outbox = outbox
+        self.connection = connection
+        self.whitelist = whitelist
+        self.clock = clock
+        self.should_stop = should_stop or (lambda: False)
+        self.last_delivery_at = None
+        self.totals = {'accepted': 0, 'duplicate': 0, 'rejected': 0, 'filtered': 0,
+                       'quarantined': 0, 'released': 0}
+        self.in_flight = []   # entries claimed and not yet settled (returned on shutdown)
+
+    def run(self):
+        """Deliver what can be delivered now; return a :class:`PassResult`.
+
+        Never raises for AccountDB or outbox trouble (it is logged and
+        reflected in the result); :class:`Interrupted` from the shutdown
+        timer propagates after the in-flight batch was returned to ready.
+        """
+        result = PassResult()
+        try:
+            self._drain(result)
+        finally:
+            self.return_in_flight(result)
+        for key in self.totals:
+            self.totals[key] += getattr(result, key)
+        if result.delivered:
+            self.last_delivery_at = self.clock()
+        return result
+
+    def return_in_flight(self, result=None):
+        """Return every claimed, unsettled event to ready (shutdown, failure); return how many."""
+        count = 0
+        while self.in_flight:
+            entry = self.in_flight.pop()
+            try:
+                self.outbox.release(entry)
+                count += 1
+            except OSError as error:
+                log.error('cannot return event %s to the outbox ready queue (%s); it will be recovered '
+                          'at the next start', entry.event_id, error, extra={'EVENT_ID': entry.event_id})
+        if result is not None:
+            result.released += count
+        return count
+
+    # -- the pass -------------------------------------------------------------------
+    def _drain(self, result):
+        batch_size = self.settings['delivery.batch_size']
+        held = set()   # guests whose later events wait for the next pass
+        while not self.should_stop():
+            try:
+                snapshot = self.outbox.list_ready(limit=batch_size * SNAPSHOT_BATCHES)
+            except OSError as error:
+                log.error('cannot list the outbox (%s); retrying at the next pass', error)
+                return
+            settled_before = _settled(result)
+            position = 0
+            while position < len(snapshot) and not self.should_stop():
+                batch, position = self._claim_batch(snapshot, position, batch_size, held, result)
+                if batch and not self._send(batch, held, result):
+                    return  # the connection failed or is deferred: stop this pass
+            if _settled(result) == settled_before:
+                return  # nothing left that can move in this pass (empty, or all held)
+
+    def _claim_batch(self, snapshot, position, batch_size, held, result):
+        """Claim up to ``batch_size`` sendable events from ``snapshot[position:]``.
+
+        Return (list of (entry, event), next position). Filtered events are
+        acknowledged here; held guests are skipped.
+        """
+        batch = []
+        while position < len(snapshot) and len(batch) < batch_size:
+            entry = snapshot[position]
+            position += 1
+            if entry.vmid in held:
+                result.held += 1
+                continue
+            try:
+                event = self.outbox.claim(entry)
+            except OSError as error:
+                event, reason = None, str(error)
+            else:
+                reason = 'quarantined or gone'
+            if event is None:
+                # Quarantined (the outbox logged why) or taken by someone else: either way later
+                # events of this guest wait for the next pass, so order is never inverted.
+                held.add(entry.vmid)
+                result.quarantined += 1
+                log.debug('event %s not claimable (%s); later events of guest %s wait for the next pass',
+                          entry.event_id, reason, entry.vmid,
+                          extra={'EVENT_ID': entry.event_id, 'VMID': entry.vmid})
+                continue
+            self.in_flight.append(entry)
+            vmid = event.get('vmid', entry.vmid)
+            if self.whitelist is not None and not self._allowed(vmid):
+                self._settle(entry, 'ack')
+                result.filtered += 1
+                log.debug('event %s for guest %s filtered by the whitelist; acknowledged locally',
+                          entry.event_id, vmid, extra={'EVENT_ID': entry.event_id, 'VMID': vmid})
+                continue
+            batch.append((entry, event))
+        return batch, position
+
+    def _allowed(self, vmid):
+        try:
+            return bool(self.whitelist.allows(vmid))
+        except Exception as error:  # never lose or block an event over a whitelist bug
+            log.error('whitelist check failed for guest %s (%s); sending the event unfiltered', vmid, error,
+                      extra={'VMID': vmid})
+            return True
+
+    def _send(self, batch, held, result):
+        """Send ``batch``; settle every event; return True if AccountDB answered."""
+        events = [event for _entry, event in batch]
+        node = self.settings['node']
+        started = self.clock()
+        try:
+            results = self.connection.call('event batch', self.connection.client.send_events_bisect,
+                                           node, events)
+        except Deferred as deferred:
+            result.deferred = deferred.reason
+            self._hold_all(batch, held, result)
+            return False
+        except errors.AccountDBError as error:
+            result.error = error
+            self._hold_all(batch, held, result)
+            return False
+        result.batches += 1
+        by_id = _index_results(results)
+        now = self.clock()
+        log.debug('sent %d event%s to AccountDB', len(batch), '' if len(batch) == 1 else 's',
+                  extra={'BATCH_SIZE': len(batch), 'DURATION_MS': int((now - started) * 1000),
+                         'NODE': node})
+        for entry, event in batch:
+            outcome = by_id.get(event.get('event_id'))
+            status = outcome.get('status') if outcome else None
+            if status in ('accepted', 'duplicate'):
+                self._settle(entry, 'ack')
+                setattr(result, status, getattr(result, status) + 1)
+                age = _event_age(entry, now)
+                if age is not None:
+                    result.latencies.append(age)
+            elif status == 'rejected':
+                reason = _reject_reason(outcome)
+                self._settle(entry, 'dead', reason)
+                result.rejected += 1
+                log.critical('AccountDB rejected event %s (guest %s, %s): %s; moved to dead letters, '
+                             'inspect with pve-hooks outbox show %s', entry.event_id, event.get('vmid'),
+                             event.get('phase'), reason, entry.event_id,
+                             extra={'EVENT_ID': entry.event_id, 'VMID': event.get('vmid'),
+                                    'PHASE': event.get('phase'), 'NODE': node})
+            else:
+                self._settle(entry, 'release')
+                held.add(entry.vmid)
+                result.released += 1
+                log.warning('AccountDB returned no usable result for event %s (guest %s); kept in the '
+                            'outbox for the next pass', entry.event_id, event.get('vmid'),
+                            extra={'EVENT_ID': entry.event_id, 'VMID': event.get('vmid')})
+        return True
+
+    def _hold_all(self, batch, held, result):
+        for entry, _event in batch:
+            held.add(entry.vmid)
+        self.return_in_flight(result)
+
+    def _settle(self, entry, action, reason=None):
+        """Acknowledge, dead-letter or release ``entry`` and drop it from in_flight."""
+        try:
+            if action == 'ack':
+                self.outbox.ack(entry)
+            elif action == 'dead':
+                self.outbox.dead(entry, reason)
+            else:
+                self.outbox.release(entry)
+        except OSError as error:
+            log.error('cannot %s event %s in the outbox (%s); it will be retried and deduplicated by '
+                      'AccountDB', {'ack': 'acknowledge', 'dead': 'dead-letter'}.get(action, 'release'),
+                      entry.event_id, error, extra={'EVENT_ID': entry.event_id})
+        finally:
+            try:
+                self.in_flight.remove(entry)
+            except ValueError:
+                pass
+
+
+def _settled(result):
+    return result.accepted + result.duplicate + result.rejected + result.filtered + result.quarantined
+
+
+def _index_results(results):
+    """Return {event_id: result dict} from the client's per-event results."""
+    index = {}
+    if isinstance(results, dict):   # send_events_bisect: {event_id: result}
+        results = list(results.values())
+    for item in results or ():
+        if isinstance(item, dict) and item.get('event_id'):
+            index[item['event_id']] = item
+        elif hasattr(item, 'event_id'):
+            index[item.event_id] = {'event_id': item.event_id, 'status': getattr(item, 'status', None),
+                                    'error': getattr(item, 'error', None)}
+    return index
+
+
+def _reject_reason(outcome):
+    reason = outcome.get('error') or outcome.get('reason') or 'no reason given'
+    return ' '.join(str(reason).split())[:500]
+
+
+def _event_age(entry, now):
+    mtime = getattr(entry, 'mtime', None)
+    if mtime is None:
+        return None
+    return max(0.0, now - mtime)
