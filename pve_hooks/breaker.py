@@ -62,6 +62,7 @@ class Breaker:
         self.clock = clock
         self.on_change = on_change
         self._warned_corrupt = False
+        self._memory = None  # the state, while it cannot be saved
 
     # -- public -----------------------------------------------------------
 
@@ -119,6 +120,8 @@ class Breaker:
         return {'state': CLOSED, 'failures': 0, 'opened_at': None, 'changed_at': None}
 
     def _read(self):
+        if self._memory is not None:
+            return dict(self._memory)
         try:
             with open(self.path, 'rb') as stream:
                 raw = stream.read(65536)
@@ -189,9 +192,12 @@ class Breaker:
                     data['changed_at'] = self.clock()
                 try:
                     self._write(data)
+                    self._memory = None
                 except OSError as error:
-                    log.error('%s: cannot save the circuit breaker state (%s); it is kept in memory only',
-                              self.path, error.strerror or error)
+                    if self._memory is None:
+                        log.error('%s: cannot save the circuit breaker state (%s); keeping it in memory '
+                                  'for this process', self.path, error.strerror or error)
+                    self._memory = dict(data)
         finally:
             if lock_fd is not None:
                 os.close(lock_fd)

@@ -92,13 +92,16 @@ class Stats:
         with self.lock:
             self.data = {}
 
-    def add(self, key, status, bytes_in, bytes_out):
+    def add(self, key, status, bytes_in, bytes_out, gzipped=False, user_agent=None):
         with self.lock:
-            entry = self.data.setdefault(key, {'count': 0, 'bytes_in': 0, 'bytes_out': 0, 'status': {}})
+            entry = self.data.setdefault(key, {'count': 0, 'bytes_in': 0, 'bytes_out': 0, 'status': {},
+                                               'gzip': 0, 'user_agent': None})
             entry['count'] += 1
             entry['bytes_in'] += bytes_in
             entry['bytes_out'] += bytes_out
             entry['status'][str(status)] = entry['status'].get(str(status), 0) + 1
+            entry['gzip'] += 1 if gzipped else 0
+            entry['user_agent'] = user_agent
 
     def snapshot(self):
         with self.lock:
@@ -223,7 +226,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             bytes_in = len(self.requestline) + 2 + sum(len(k) + len(v) + 4 for k, v in self.headers.items()) \
                 + 2 + len(raw)
             self.server.stats.add(self._stats_key, self._status or 'none', bytes_in,
-                                  self.wfile.written - self._written_before)
+                                  self.wfile.written - self._written_before,
+                                  self.headers.get('Content-Encoding', '').lower() == 'gzip',
+                                  self.headers.get('User-Agent'))
 
     def _read_raw_body(self):
         if self.headers.get('Transfer-Encoding', '').lower() == 'chunked':
@@ -429,7 +434,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             headers = {}
             if fault.get('retry_after') is not None:
                 headers['Retry-After'] = str(fault['retry_after'])
-            self._error(int(fault['status']), 'injected fault: HTTP {0}'.format(fault['status']), headers)
+            self._error(int(fault['status']), fault.get('message') or 'injected fault: HTTP {0}'.format(
+                fault['status']), headers)
             return True
         if mode == 'unauthorized':
             self._error(401, 'missing or invalid bearer token')
@@ -446,8 +452,18 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return True
         if mode == 'huge':
             size = int(fault['size'])
-            padding = b' ' * max(0, size - 15)
-            self._send(200, b'{"status":"ok"}' + padding, 'application/json')
+            body = b'{"status":"ok"}' + b' ' * max(0, size - 15)
+            if fault.get('no_length'):
+                # No Content-Length: the body ends when the connection closes (the client must cap its read).
+                self.close_connection = True
+                self._status = 200
+                self.send_response(200)
+                self.send_header('Content-Type', 'application/json')
+                self.send_header('Connection', 'close')
+                self.end_headers()
+                self.wfile.write(body)
+                return True
+            self._send(200, body, 'application/json')
             return True
         raise AssertionError('unhandled fault mode ' + mode)
 

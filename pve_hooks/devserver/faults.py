@@ -12,18 +12,21 @@ object with a ``mode`` and optional filters:
 ``count``
     apply to the next N matching requests only, then expire;
 ``probability``
-    apply with this probability (drawn from a generator seeded by ``seed``).
+    apply with this probability (drawn from a generator seeded by ``seed``);
+``after``
+    let the first N matching requests through untouched, then apply.
 
 Modes (extra fields in brackets):
 
 ``refuse``    reset the connection (TCP RST) after reading the request
 ``drop``      close the connection without any response
-``status``    answer [``status``] with a JSON error, [``retry_after``] header
+``status``    answer [``status``] with a JSON error (text [``message``]), [``retry_after``] header
 ``slow``      wait [``delay``] seconds, then handle the request normally
 ``garbage``   answer 200 with an HTML page (or [``body``] as text/html)
 ``bad_json``  answer 200 as application/json with a body that is not JSON
 ``wrong_shape`` answer 200 with valid JSON of the wrong shape
-``huge``      answer 200 with a JSON body of [``size``] bytes
+``huge``      answer 200 with a JSON body of [``size``] bytes (with [``no_length``]:
+              without Content-Length, ended by closing the connection)
 ``unauthorized`` answer 401 whatever the token
 ``reject``    events whose event_id is in [``event_ids``] are answered
               ``rejected``; with [``as``] = 400, 413 or 422 the whole request
@@ -87,6 +90,8 @@ def validate(spec):
                 raise FaultSpecError('{0}: mode {1} needs "{2}"'.format(where, rule['mode'], field))
         if 'count' in rule and (not isinstance(rule['count'], int) or rule['count'] < 1):
             raise FaultSpecError('{0}: "count" must be a positive integer'.format(where))
+        if 'after' in rule and (not isinstance(rule['after'], int) or rule['after'] < 0):
+            raise FaultSpecError('{0}: "after" must be a non-negative integer'.format(where))
         if 'probability' in rule and not (isinstance(rule['probability'], (int, float))
                                           and 0 <= rule['probability'] <= 1):
             raise FaultSpecError('{0}: "probability" must be from 0 to 1'.format(where))
@@ -127,7 +132,10 @@ class Faults:
         return True
 
     def _fire(self, rule):
-        """Return True when ``rule`` fires now (probability), consuming one of its count."""
+        """Return True when ``rule`` fires now (after, probability), consuming one of its count."""
+        if rule.get('after', 0) > 0:
+            rule['after'] -= 1
+            return False
         if 'probability' in rule and self.random.random() >= rule['probability']:
             return False
         if 'count' in rule:
