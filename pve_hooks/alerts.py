@@ -239,7 +239,7 @@ class Alerter:
             status = response.status_code
         except Exception as error:  # requests.RequestException and anything a session may raise
             log.error('alert webhook %s for %s failed (%s); check alerts.webhook', _safe_url(url), condition,
-                      _first_line(error), extra={'ALERT': condition})
+                      _describe(error, timeout), extra={'ALERT': condition})
             return False
         if not 200 <= status < 300:
             log.error('alert webhook %s for %s answered HTTP %s; check alerts.webhook', _safe_url(url),
@@ -248,9 +248,21 @@ class Alerter:
         return True
 
 
-def _first_line(error):
-    text = str(error).strip().splitlines()
-    return '{0}: {1}'.format(type(error).__name__, text[0][:200]) if text else type(error).__name__
+def _describe(error, timeout):
+    """Return a short reason for a webhook failure without the URL (its path may hold a secret)."""
+    name = type(error).__name__
+    if 'Timeout' in name:
+        return 'timed out after {0:g} s'.format(timeout)
+    seen = set()
+    current = error
+    while current is not None and id(current) not in seen:  # find the socket error underneath
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.strerror:
+            return '{0}: {1}'.format(name, current.strerror)
+        current = current.__cause__ or current.__context__ or getattr(current, 'reason', None)
+        if not isinstance(current, BaseException):
+            current = None
+    return name
 
 
 def _safe_url(url):

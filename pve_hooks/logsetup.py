@@ -18,8 +18,8 @@ handler). Where records go follows ``logging.target``:
     one line per record: ``LEVEL message key=value ...``.
 ``file``
     ``logging.file``, rotated at ``logging.max_bytes`` keeping
-    ``logging.backup_count`` old files; lines carry a timestamp and the
-    identifier.
+    ``logging.backup_count`` old files (0: never rotated here, logrotate's
+    job); lines carry a timestamp and the identifier.
 ``auto``
     journal when ``/run/systemd/journal/socket`` exists and systemd-python
     imports, else stderr.
@@ -249,9 +249,11 @@ def make_handler(settings, identifier='pve-hooks', stream=None, socket_path=JOUR
     elif target == 'file':
         path = settings['logging.file']
         try:
+            # backup_count 0: logrotate (debian/pve-hooks.logrotate) is in charge, never rotate here.
+            backups = settings['logging.backup_count']
             handler = logging.handlers.RotatingFileHandler(
-                path, maxBytes=settings['logging.max_bytes'],
-                backupCount=settings['logging.backup_count'], encoding='utf-8')
+                path, maxBytes=settings['logging.max_bytes'] if backups else 0,
+                backupCount=backups, encoding='utf-8')
             handler.setFormatter(LineFormatter(identifier))
         except OSError as error:
             problem = ('cannot open log file {0} ({1}); check logging.file and its directory; '

@@ -290,6 +290,17 @@ def collect_health(registry, results):
         registry.set(HEALTH_STATUS, HEALTH_CODES.get(status, 3), check=_field(result, 'name'))
 
 
+def collect_alerts(registry, active):
+    """Set pve_hooks_alert_active{condition} for every alert condition.
+
+    ``active`` is the collection of conditions currently raised (e.g.
+    ``alerter.active()``). Return None.
+    """
+    from pve_hooks import alerts
+    for condition in alerts.CONDITIONS:
+        registry.set(ALERT_ACTIVE, 1 if condition in active else 0, condition=condition)
+
+
 def record_request(registry, endpoint, http_status):
     """Count one AccountDB request to ``endpoint`` that got ``http_status`` (None: no response)."""
     registry.inc(ACCOUNTDB_REQUESTS, endpoint=endpoint, status_class=status_class(http_status))
