@@ -126,7 +126,7 @@ def _call(runner, argv, timeout, shown, program):
 
 def _parse(result, shown):
     if result.returncode != 0:
-        detail = _last_line(result.stderr) or _last_line(result.stdout) or 'no message'
+        detail = last_line(result.stderr) or last_line(result.stdout) or 'no message'
         if result.returncode < 0:
             status = 'killed by signal {0}'.format(-result.returncode)
         else:
@@ -148,7 +148,8 @@ def _text(raw):
     return raw or ''
 
 
-def _last_line(raw):
+def last_line(raw):
+    """Return the last non-blank line of ``raw`` (bytes or str), cut to a readable length."""
     lines = [line.strip() for line in _text(raw).splitlines() if line.strip()]
     return lines[-1][:_QUOTE] if lines else ''
 
