@@ -64,9 +64,9 @@ def main(ctx, config_file, overrides):
 
 
 def _register():
-    from pve_hooks.cli import config_cmd, dev_accountdb, attach, reconcile
+    from pve_hooks.cli import config_cmd, dev_accountdb, attach, reconcile, health
 
-    for module in (config_cmd, dev_accountdb, attach, reconcile):
+    for module in (config_cmd, dev_accountdb, attach, reconcile, health):
         for command in module.COMMANDS:
             main.add_command(command)
 
