@@ -57,14 +57,61 @@ class Alerter:
     ``clock`` returns Unix time; ``runner`` runs the alert command
     (``subprocess.run``'s signature); ``session`` posts to the webhook (a
     requests Session, created on first use when None).
+
+    With ``background=True`` the channels run in one worker thread, so a
+    slow command or webhook (up to ``alerts.timeout`` each) never holds up
+    the caller's loop (and systemd's watchdog); the CRITICAL log line is
+    still written at once. Call :meth:`close` at exit to send what is
+    queued. Otherwise channels run in the caller's thread.
     """
 
-    def __init__(self, settings, clock=time.time, runner=subprocess.run, session=None):
+    QUEUE_SIZE = 100
+
+    def __init__(self, settings, clock=time.time, runner=subprocess.run, session=None, background=False):
         self.settings = settings
         self.clock = clock
         self.runner = runner
         self.session = session
         self._active = {}  # condition -> {'since', 'last_sent', 'severity', 'message', 'details'}
+        self._queue = None
+        self._worker = None
+        if background:
+            import queue
+            import threading
+            self._queue = queue.Queue(self.QUEUE_SIZE)
+            self._worker = threading.Thread(target=self._work, name='alerts', daemon=True)
+            self._worker.start()
+
+    def close(self, timeout=None):
+        """Send the alerts still queued (background mode) and stop the worker.
+
+        Waits at most ``timeout`` seconds (default: 2 x alerts.timeout).
+        Return True if everything queued was sent. Without background mode,
+        return True at once.
+        """
+        if self._worker is None:
+            return True
+        if timeout is None:
+            timeout = 2 * self.settings['alerts.timeout'] + 1
+        try:
+            self._queue.put(None, timeout=timeout)
+        except Exception:  # queue.Full
+            return False
+        self._worker.join(timeout)
+        done = not self._worker.is_alive()
+        if done:
+            self._worker = None
+        return done
+
+    def _work(self):
+        while True:
+            payload = self._queue.get()
+            if payload is None:
+                return
+            try:
+                self._deliver(payload)
+            except Exception:  # pragma: no cover - _deliver already catches everything per channel
+                log.exception('alert worker failed on %s; continuing', payload.get('condition'))
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -196,6 +243,16 @@ class Alerter:
                 'details': details or {}, 'since': since, 'time': now, 'repeat': repeat}
 
     def _send(self, payload):
+        if self._queue is None:
+            self._deliver(payload)
+            return
+        try:
+            self._queue.put_nowait(payload)
+        except Exception:  # queue.Full: the channels are far behind
+            log.error('alert queue full (%d waiting); alert %s for %s not sent through the channels, only logged',
+                      self.QUEUE_SIZE, payload['status'], payload['condition'], extra={'ALERT': payload['condition']})
+
+    def _deliver(self, payload):
         body = json.dumps(payload, sort_keys=True, default=str).encode('utf-8')
         if self.settings['alerts.command']:
             self._run_command(self.settings['alerts.command'], body, payload['condition'])

@@ -218,3 +218,21 @@ def test_webhook_not_answering_is_bounded_by_the_timeout(receiver, make_alerter,
     receiver.release.set()
     assert errors(caplog) == ['alert webhook {0} for outbox_full failed (timed out after 0.3 s); '
                               'check alerts.webhook'.format(receiver.url.rsplit('/hooks', 1)[0])]
+
+
+def test_background_mode_does_not_wait_for_a_hanging_webhook(receiver, tmp_path, caplog):
+    receiver.release.clear()  # the receiver holds every request until released
+    settings = config.load(env={}, require_file=False, overrides=['node=pve1', 'alerts.timeout=30'])
+    settings['alerts.webhook'] = receiver.url
+    alerter = alerts.Alerter(settings, clock=Clock(), background=True)
+    caplog.set_level(logging.INFO, logger='pve_hooks.alerts')
+    try:
+        assert alerter.dead_letters(1) is True  # returns while the webhook still hangs
+        assert alerter.dead_letters(0) is True
+        assert [record.ALERT_STATUS for record in caplog.records if hasattr(record, 'ALERT_STATUS')] == [
+            'firing', 'resolved']
+    finally:
+        receiver.release.set()
+        assert alerter.close() is True
+    assert [body['status'] for _, body in receiver.bodies] == ['firing', 'resolved']
+    assert errors(caplog) == []
