@@ -78,6 +78,13 @@ class Client:
         self.clock = clock
         self.metrics = metrics
         self._token = None
+        if not settings['accountdb.verify_tls']:
+            import urllib3
+
+            # Said once here instead of urllib3 warning on every request.
+            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+            log.warning('accountdb.verify_tls is false: AccountDB\'s certificate is not verified; '
+                        'set accountdb.ca_bundle for a private CA instead')
 
     def close(self):
         """Close the pooled connections."""

@@ -203,9 +203,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self._status = None
         path = urllib.parse.urlsplit(self.path).path
         self._stats_key = '{0} {1}'.format(method, path)
-        raw = b''
+        self._raw = raw = b''
+        self._recorded = path.startswith('/_admin/')  # statistics describe contract traffic only
         try:
-            raw = self._read_raw_body()
+            self._raw = raw = self._read_raw_body()
             if path.startswith('/_admin/'):
                 self._check_token()
                 self._admin(method, path, raw)
@@ -223,12 +224,23 @@ class Handler(http.server.BaseHTTPRequestHandler):
             log.exception('dev-accountdb: %s %s failed', method, path)
             self._error(500, 'internal error in the reference server: {0}'.format(type(error).__name__))
         finally:
-            bytes_in = len(self.requestline) + 2 + sum(len(k) + len(v) + 4 for k, v in self.headers.items()) \
-                + 2 + len(raw)
-            self.server.stats.add(self._stats_key, self._status or 'none', bytes_in,
-                                  self.wfile.written - self._written_before,
-                                  self.headers.get('Content-Encoding', '').lower() == 'gzip',
-                                  self.headers.get('User-Agent'))
+            self._record()
+
+    def _record(self, pending=0):
+        """Add this request to the statistics once; ``pending``: response bytes not yet written.
+
+        Called before the response is flushed, so a client that asks for the
+        statistics right after its answer always sees its request counted.
+        """
+        if self._recorded:
+            return
+        self._recorded = True
+        bytes_in = len(self.requestline) + 2 + sum(len(k) + len(v) + 4 for k, v in self.headers.items()) \
+            + 2 + len(self._raw)
+        self.server.stats.add(self._stats_key, self._status or 'none', bytes_in,
+                              self.wfile.written - self._written_before + pending,
+                              self.headers.get('Content-Encoding', '').lower() == 'gzip',
+                              self.headers.get('User-Agent'))
 
     def _read_raw_body(self):
         if self.headers.get('Transfer-Encoding', '').lower() == 'chunked':
@@ -460,6 +472,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 self.send_response(200)
                 self.send_header('Content-Type', 'application/json')
                 self.send_header('Connection', 'close')
+                self._record(sum(len(chunk) for chunk in self._headers_buffer) + 2 + len(body))
                 self.end_headers()
                 self.wfile.write(body)
                 return True
@@ -487,8 +500,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_header('Content-Length', str(len(body)))
         if self.close_connection:
             self.send_header('Connection', 'close')
+        body = body if status not in (204, 304) else b''
+        self._record(sum(len(chunk) for chunk in self._headers_buffer) + 2 + len(body))
         self.end_headers()
-        if body and status not in (204, 304):
+        if body:
             self.wfile.write(body)
 
 
