@@ -335,6 +335,8 @@ OPTIONS = (
     O('whitelist.refresh_interval', Number(1, 86400), 300.0, 'Seconds between whitelist refreshes (conditional GET).'),
     O('whitelist.max_stale', Number(1, 86400 * 365), 86400.0,
       'A cached whitelist older than this many seconds is logged at critical level.'),
+    O('whitelist.max_change', Integer(1, 10000000), 100000,
+      'Most VMIDs one `pve-hooks whitelist add/remove/set` may change; larger inputs are refused, nothing sent.'),
 
     # Logging
     O('logging.level', Choice('debug', 'info', 'warning', 'error', 'critical'), 'info', 'Lowest level logged.'),

@@ -64,9 +64,9 @@ def main(ctx, config_file, overrides):
 
 
 def _register():
-    from pve_hooks.cli import config_cmd, dev_accountdb, attach, reconcile, health
+    from pve_hooks.cli import config_cmd, whitelist, attach, dev_accountdb, health, reconcile
 
-    for module in (config_cmd, dev_accountdb, attach, reconcile, health):
+    for module in (config_cmd, whitelist, attach, dev_accountdb, health, reconcile):
         for command in module.COMMANDS:
             main.add_command(command)
 
