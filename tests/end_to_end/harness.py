@@ -564,3 +564,19 @@ def assert_outbox_clean(node, ready=0, dead=0, quarantine=0):
     counts['tmp'] = len(node.outbox_files('tmp', suffix=''))
     expected = {'ready': ready, 'claimed': 0, 'dead': dead, 'quarantine': quarantine, 'tmp': 0}
     assert counts == expected, 'outbox of {0}: {1}, expected {2}'.format(node.name, counts, expected)
+
+
+def assert_all_delivered(node, db, fired, timeout=60):
+    """Wait for ``node`` to drain, then run every end-of-scenario check.
+
+    ``fired`` is [(vmid, phase), ...] as fired on ``node`` (sequentially per
+    guest). Checks: every event_id the hookscript recorded stored exactly once
+    and nothing else, per-guest order, each guest's history, outbox empty,
+    daemon still running.
+    """
+    wait_drained(node, db, len(fired), timeout)
+    assert_delivered_exactly_once(db, node.fired_ids())
+    assert_per_guest_order(db)
+    assert_guest_histories(db, [(node.name, vmid, phase) for vmid, phase in fired])
+    assert_outbox_clean(node)
+    assert node.daemon_alive(), 'the daemon died; log:\n' + node.log_tail()
