@@ -384,25 +384,37 @@ def check_outbox(probe):
 
 
 def check_breaker(probe):
-    """The AccountDB circuit breaker: closed OK, half-open WARNING, open WARNING then CRITICAL after alerts.after."""
-    settings = probe.settings
-    path = os.path.join(settings['paths.state_dir'], BREAKER_FILE)
-    if not os.path.exists(path):
-        return CheckResult('breaker', OK, 'closed (no breaker state yet)', {'state': 'closed'})
+    """The AccountDB circuit breaker (read-only from breaker.json): closed OK, open or half-open WARNING.
+
+    An open breaker is not CRITICAL by itself: how long events have been
+    waiting is what escalates (the ``outbox`` check's oldest-event age).
+    The file is only read, never locked or rewritten, so the daemon's own
+    breaker sees (and logs) every transition itself.
+    """
     from pve_hooks import breaker
 
-    data = breaker.from_settings(settings, clock=probe.clock).snapshot()
-    state = data.get('state')
-    values = {'state': state, 'failures': data.get('failures')}
+    settings = probe.settings
+    data, error = _read_state(probe, BREAKER_FILE)
+    if error:
+        return CheckResult('breaker', UNKNOWN, error)
+    if data is None:
+        return CheckResult('breaker', OK, 'closed (no breaker state yet)', {'state': breaker.CLOSED, 'failures': 0})
+    state, failures = data.get('state'), data.get('failures')
+    opened = _age(probe, data.get('opened_at'))
+    if state not in breaker.STATES or (state == breaker.OPEN and opened is None):
+        return CheckResult('breaker', UNKNOWN, '{0}: unexpected content (the daemon rewrites it at the next '
+                           'transition)'.format(BREAKER_FILE))
+    if state == breaker.OPEN and opened >= settings['breaker.reset_timeout']:
+        state = breaker.HALF_OPEN  # as the breaker itself reads an expired open state
+    values = {'state': state, 'failures': failures}
     if state == breaker.CLOSED:
         return CheckResult('breaker', OK, 'closed', values)
     if state == breaker.HALF_OPEN:
-        return CheckResult('breaker', WARNING, 'half-open: probing AccountDB after failures', values)
-    since = _age(probe, data.get('opened_at')) or 0.0
-    values['open_seconds'] = round(since, 1)
-    status = CRITICAL if since >= settings['alerts.after'] else WARNING
-    return CheckResult('breaker', status, 'open for {0:.0f}s after {1} transient failures: AccountDB '
-                       'unreachable, events wait in the outbox'.format(since, data.get('failures')), values)
+        return CheckResult('breaker', WARNING, 'half-open after {0} transient failures: the next request probes '
+                           'AccountDB'.format(failures), values)
+    values['open_seconds'] = round(opened, 1)
+    return CheckResult('breaker', WARNING, 'open for {0:.0f}s after {1} transient failures: AccountDB unreachable, '
+                       'events wait in the outbox'.format(opened, failures), values)
 
 
 def check_whitelist(probe):
@@ -482,6 +494,9 @@ PVESH = frozenset(('pvesh_api', 'node_resources', 'cluster'))
 # Checks that need the network to AccountDB: left out with offline=True.
 NETWORK = frozenset(('accountdb',))
 CHEAP = frozenset(NAMES) - PVESH
+# What the daemon runs by default: not its own heartbeat (it is the reconciler; at start-up the
+# file is missing or old, which would raise a false CRITICAL).
+DAEMON_NAMES = tuple(name for name in NAMES if name != 'reconciler')
 
 
 def run_checks(settings, names=None, offline=False, clock=time.time, runner=pvesh.run_bounded,
@@ -562,6 +577,9 @@ def table(results):
 class HealthRunner:
     """The daemon's view: cheap checks every run, pvesh checks every health.pvesh_interval.
 
+    ``names`` defaults to DAEMON_NAMES (every check but ``reconciler``);
+    ``offline`` (default True) leaves out ``accountdb``, which the daemon checks itself.
+
     ``run(now)`` returns ``(results, transitions)``: all results (pvesh ones
     reused from their last run between intervals) in NAMES order, and a list
     of ``{"name", "old", "new", "reason"}`` for every check whose status
@@ -573,7 +591,7 @@ class HealthRunner:
     def __init__(self, settings, names=None, offline=True, clock=time.time, runner=pvesh.run_bounded,
                  monotonic=time.monotonic, client_factory=None, outbox_factory=None):
         self.settings = settings
-        self.names = list(NAMES) if names is None else list(names)
+        self.names = list(DAEMON_NAMES) if names is None else list(names)
         self.offline = offline
         self.clock = clock
         self.options = dict(runner=runner, monotonic=monotonic, client_factory=client_factory,

@@ -1,6 +1,7 @@
 """health: each check's levels from canned pvesh/systemctl answers and real state files."""
 
 import json
+import os
 import subprocess
 
 import pytest
@@ -72,7 +73,6 @@ def check(settings, name, runner=None, outbox=None, client=None, **overrides):
 
 
 def write_state(settings, name, data):
-    import os
     os.makedirs(settings['paths.state_dir'], exist_ok=True)
     with open(os.path.join(settings['paths.state_dir'], name), 'w') as out:
         out.write(data if isinstance(data, str) else json.dumps(data))
@@ -233,15 +233,34 @@ def test_outbox_default_reads_the_real_spool(settings):
 @pytest.mark.parametrize('record, status, word', [
     (None, health.OK, 'closed (no breaker state yet)'),
     ({'state': 'closed', 'failures': 0, 'opened_at': None, 'changed_at': None}, health.OK, 'closed'),
-    ({'state': 'open', 'failures': 5, 'opened_at': NOW - 10, 'changed_at': NOW - 10}, health.WARNING, 'open for 10s'),
-    ({'state': 'open', 'failures': 5, 'opened_at': NOW - 20, 'changed_at': NOW - 20}, health.CRITICAL, 'open for 20s'),
+    ({'state': 'open', 'failures': 5, 'opened_at': NOW - 10, 'changed_at': NOW - 10}, health.WARNING,
+     'open for 10s after 5 transient failures'),
+    ({'state': 'open', 'failures': 6, 'opened_at': NOW - 60, 'changed_at': NOW - 60}, health.WARNING,
+     'half-open after 6'),
     ({'state': 'half_open', 'failures': 5, 'opened_at': NOW - 99, 'changed_at': NOW}, health.WARNING, 'half-open'),
+    ({'state': 'open', 'failures': 5}, health.UNKNOWN, 'unexpected content'),
+    ({'state': 'ajar'}, health.UNKNOWN, 'unexpected content'),
+    ('{not json', health.UNKNOWN, 'not valid JSON'),
 ])
 def test_breaker(settings, record, status, word):
     if record is not None:
         write_state(settings, 'breaker.json', record)
-    result = check(settings, 'breaker', **{'alerts.after': 15.0, 'breaker.reset_timeout': 60.0})
+    before = sorted(os.listdir(settings['paths.state_dir'])) if record is not None else None
+    result = check(settings, 'breaker', **{'breaker.reset_timeout': 60.0})
     assert result.status == status and word in result.reason
+    if record is not None:  # read-only: no lock file, no rewrite
+        assert sorted(os.listdir(settings['paths.state_dir'])) == before
+
+
+def test_breaker_file_written_by_the_breaker_module_is_understood(settings):
+    from pve_hooks import breaker
+
+    real = breaker.from_settings(settings, clock=lambda: NOW - 5)
+    for _ in range(settings['breaker.failure_threshold']):
+        real.record_failure()
+    result = check(settings, 'breaker')
+    assert result.status == health.WARNING and result.values['state'] == 'open'
+    assert result.values['open_seconds'] == 5
 
 
 # -- whitelist --------------------------------------------------------------------------------------
@@ -410,8 +429,8 @@ def test_runner_runs_pvesh_checks_at_their_interval_and_reports_transitions(sett
     assert hr.pvesh_due(NOW - 5)  # the clock went back: run them rather than wait
 
 
-def test_runner_is_offline_by_default(settings):
+def test_runner_is_offline_and_skips_its_own_heartbeat_by_default(settings):
     hr = health.HealthRunner(settings, runner=Runner(), outbox_factory=lambda s: FakeOutbox({}),
                              client_factory=lambda s: pytest.fail('AccountDB contacted'))
     results, _ = hr.run(NOW)
-    assert 'accountdb' not in [r.name for r in results]
+    assert [r.name for r in results] == [n for n in health.NAMES if n not in ('accountdb', 'reconciler')]
