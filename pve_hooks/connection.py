@@ -179,7 +179,7 @@ class Connection:
         if repeat:
             level = logging.CRITICAL if kind == 'auth' else logging.ERROR if kind == 'configuration' \
                 else logging.WARNING
-            log.log(level, '%s (%s during %s); %s kept in outbox, next try in %s s%s',
+            log.log(level, '%s (%s, during %s); %s kept in outbox, next try in %s s%s',
                     _headline(kind), _reason(error), what, _events(pending), _secs(delay), repeat.suffix,
                     extra=extra)
         else:
@@ -250,12 +250,7 @@ def _headline(kind):
 def _reason(error):
     if error is None:
         return 'no error'
-    reason = getattr(error, 'reason', None) or str(error) or type(error).__name__
-    status = getattr(error, 'status', None)
-    text = ' '.join(str(reason).split())
-    if status and str(status) not in text:
-        text = 'HTTP {0}: {1}'.format(status, text)
-    return text[:200]
+    return ' '.join((str(error) or type(error).__name__).split())[:200]
 
 
 def _events(count):

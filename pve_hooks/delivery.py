@@ -43,7 +43,7 @@ class PassResult:
     """What one delivery pass did; counters are event counts."""
 
     __slots__ = ('batches', 'accepted', 'duplicate', 'rejected', 'filtered', 'released',
-                 'quarantined', 'held', 'deferred', 'error', 'latencies')
+                 'quarantined', 'held_ids', 'deferred', 'error', 'latencies')
 
     def __init__(self):
         self.batches = 0
@@ -53,10 +53,15 @@ class PassResult:
         self.filtered = 0
         self.released = 0
         self.quarantined = 0
-        self.held = 0
+        self.held_ids = set()  # events left in ready/ because an earlier one of their guest was held
         self.deferred = None   # Deferred reason when nothing could be attempted
         self.error = None      # the AccountDBError that ended the pass, if any
         self.latencies = []    # seconds from occurred_at/spool to acknowledgement, per delivered event
+
+    @property
+    def held(self):
+        """Events left in ready/ this pass to keep their guest's order."""
+        return len(self.held_ids)
 
     @property
     def delivered(self):
@@ -65,8 +70,10 @@ class PassResult:
 
     def as_dict(self):
         """Return the counters as a dict (for logs and tests)."""
-        return {name: getattr(self, name) for name in self.__slots__
-                if name not in ('error', 'latencies', 'deferred')}
+        counters = {name: getattr(self, name) for name in self.__slots__
+                    if name not in ('error', 'latencies', 'deferred', 'held_ids')}
+        counters['held'] = self.held
+        return counters
 
 
 class Delivery:
@@ -154,7 +161,7 @@ class Delivery:
             entry = snapshot[position]
             position += 1
             if entry.vmid in held:
-                result.held += 1
+                result.held_ids.add(entry.event_id)
                 continue
             try:
                 event = self.outbox.claim(entry)
