@@ -31,15 +31,17 @@ def encode(fields):
 def send(fields, socket_path=SOCKET):
     """Send one journal record; return True if it was handed to journald.
 
-    A missing socket or any socket error returns False (the caller has
-    already written the line to stderr; journald is best effort here).
+    Never blocks: a missing socket, a full queue (journald stuck) or any
+    socket error returns False (the caller has already written errors to
+    stderr; journald is best effort here).
     """
     try:
         sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM)
     except OSError:
         return False
     try:
-        sock.sendto(encode(fields), socket_path)
+        # MSG_DONTWAIT: a stuck journald (full socket queue) must never make the hookscript wait.
+        sock.sendto(encode(fields), _socket.MSG_DONTWAIT, socket_path)
         return True
     except OSError:
         return False

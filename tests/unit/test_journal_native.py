@@ -39,3 +39,14 @@ def test_send_to_a_listening_socket(tmp_path):
 
 def test_missing_socket_is_fine(tmp_path):
     assert journal_native.send({'MESSAGE': 'x'}, str(tmp_path / 'missing.sock')) is False
+
+
+def test_a_full_queue_never_blocks(tmp_path):
+    path = str(tmp_path / 'journal.sock')
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    server.bind(path)  # nobody reads: the queue fills up
+    try:
+        results = [journal_native.send({'MESSAGE': 'x' * 1000}, path) for _ in range(2000)]
+        assert results[0] is True and results[-1] is False
+    finally:
+        server.close()
