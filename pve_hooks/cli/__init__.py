@@ -64,9 +64,9 @@ def main(ctx, config_file, overrides):
 
 
 def _register():
-    from pve_hooks.cli import config_cmd, whitelist, attach, dev_accountdb, health, reconcile
+    from pve_hooks.cli import config_cmd, whitelist, attach, dev_accountdb, health, reconcile, outbox
 
-    for module in (config_cmd, whitelist, attach, dev_accountdb, health, reconcile):
+    for module in (config_cmd, whitelist, attach, dev_accountdb, health, reconcile, outbox):
         for command in module.COMMANDS:
             main.add_command(command)
 
