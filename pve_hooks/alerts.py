@@ -30,8 +30,12 @@ holds is alerted again once.
 
 import json
 import logging
+import queue
 import subprocess
+import threading
 import time
+
+from pve_hooks import __version__
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +80,6 @@ class Alerter:
         self._queue = None
         self._worker = None
         if background:
-            import queue
-            import threading
             self._queue = queue.Queue(self.QUEUE_SIZE)
             self._worker = threading.Thread(target=self._work, name='alerts', daemon=True)
             self._worker.start()
@@ -95,7 +97,7 @@ class Alerter:
             timeout = 2 * self.settings['alerts.timeout'] + 1
         try:
             self._queue.put(None, timeout=timeout)
-        except Exception:  # queue.Full
+        except queue.Full:
             return False
         self._worker.join(timeout)
         done = not self._worker.is_alive()
@@ -237,7 +239,6 @@ class Alerter:
     # -- channels -------------------------------------------------------------------------------
 
     def _payload(self, condition, status, severity, message, details, since, now, repeat):
-        from pve_hooks import __version__
         return {'source': 'pve-hooks', 'version': __version__, 'node': self.settings['node'],
                 'condition': condition, 'status': status, 'severity': severity, 'message': message,
                 'details': details or {}, 'since': since, 'time': now, 'repeat': repeat}
@@ -248,7 +249,7 @@ class Alerter:
             return
         try:
             self._queue.put_nowait(payload)
-        except Exception:  # queue.Full: the channels are far behind
+        except queue.Full:  # the channels are far behind
             log.error('alert queue full (%d waiting); alert %s for %s not sent through the channels, only logged',
                       self.QUEUE_SIZE, payload['status'], payload['condition'], extra={'ALERT': payload['condition']})
 

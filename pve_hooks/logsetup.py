@@ -234,13 +234,18 @@ def make_handler(settings, identifier='pve-hooks', stream=None, socket_path=JOUR
     """Given settings, return (handler, problem) for ``logging.target``.
 
     ``problem`` is None, or a one-line reason why the configured target could
-    not be used and stderr (``stream``) is used instead: systemd-python not
-    installed for ``journal``, or the log file cannot be opened for ``file``.
+    not be used and stderr (``stream``) is used instead: no journald socket or
+    systemd-python not installed for ``journal``, or the log file cannot be
+    opened for ``file``.
     """
     target = resolve_target(settings, socket_path)
     problem = None
     handler = None
-    if target == 'journal':
+    if target == 'journal' and not os.path.exists(socket_path):
+        # systemd-python's send() silently drops records without the socket.
+        problem = ('logging.target is journal but journald is not running here ({0} does not exist); '
+                   'logging to stderr instead'.format(socket_path))
+    elif target == 'journal':
         try:
             handler = JournalHandler(identifier)
         except ImportError:

@@ -63,6 +63,15 @@ def test_auto_with_journal_socket_is_journal_when_systemd_imports(settings, tmp_
     assert logsetup.resolve_target(settings(), socket_path=str(socket_path)) == 'journal'
 
 
+def test_journal_target_without_journald_falls_back_to_stderr(settings):
+    stream = configured(settings, logging__target='journal')
+    logging.getLogger('x').warning('still seen')
+    assert stream.getvalue().splitlines() == [
+        'ERROR logging.target is journal but journald is not running here (/nonexistent/socket does not exist); '
+        'logging to stderr instead',
+        'WARNING still seen']
+
+
 def test_reconfigure_replaces_own_handler_only(settings):
     root = logging.getLogger()
     before = len(root.handlers)
