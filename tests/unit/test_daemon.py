@@ -1,0 +1,163 @@
+"""Unit tests for pve_hooks.daemon driven in-process (no signals): one step at a time, real peers."""
+
+import logging
+import os
+import socket
+
+import pytest
+
+from pve_hooks import config, daemon, state
+from pve_hooks.notify import Notifier
+from pve_hooks.outbox import Outbox
+from tests.support.accountdb import dev_accountdb  # noqa: F401 (fixture)
+from tests.support.fakepve import fake_node, fake_pve, fake_pve_pki, pve_root  # noqa: F401 (fixtures)
+
+
+def _event(vmid, phase='post-start'):
+    return {'schema': 1, 'node': 'pve1', 'vmid': vmid, 'guest_type': 'qemu', 'phase': phase,
+            'occurred_at': '2026-11-26T10:35:26.123456Z', 'source': 'hookscript'}
+
+
+class Site:
+    def __init__(self, server, node, tmp_path, *overrides):
+        self.server = server
+        self.tmp_path = tmp_path
+        self.overrides = ['proxmox.pvesh=' + node.fake.pvesh, 'proxmox.pve_root=' + node.pve_root,
+                          'metrics.textfile=' + str(tmp_path / 'pve-hooks.prom'), 'health.pvesh_timeout=3',
+                          'proxmox.pvesh_timeout=3'] + list(overrides)
+        self.settings = self.load()
+        self.notify_path = str(tmp_path / 'notify.sock')
+        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.notify.bind(self.notify_path)
+        self.notify.settimeout(0.2)
+        self.outbox = Outbox.from_settings(self.settings)
+
+    def load(self, *extra):
+        return self.server.settings(*(self.overrides + list(extra)), directory=str(self.tmp_path / 'client'))
+
+    def daemon(self, reload_settings=None):
+        return daemon.Daemon(self.settings, reload_settings=reload_settings, install_signals=False,
+                             notifier=Notifier(env={'NOTIFY_SOCKET': self.notify_path}, use_systemd=False))
+
+    def messages(self):
+        received = []
+        try:
+            while True:
+                received.append(self.notify.recv(4096).decode())
+        except socket.timeout:
+            return received
+
+    def daemon_state(self):
+        return state.read_json(daemon.daemon_state_path(self.settings))
+
+
+@pytest.fixture
+def site(dev_accountdb, fake_node, tmp_path):
+    fake_node.create_guest(100, 'qemu', status='running')
+    yield Site(dev_accountdb, fake_node, tmp_path)
+
+
+def test_start_step_shutdown(site):
+    runner = site.daemon()
+    runner.start()
+    ready = site.messages()
+    assert ready and ready[0].startswith('READY=1') and 'STATUS=outbox 0 events' in ready[0]
+    site.outbox.ensure()
+    site.outbox.spool(_event(100))
+    runner.step()
+    assert len(site.server.events()) == 1
+    stored = site.server.dump()
+    assert stored['inventories']['pve1']['guests'] == 1
+    assert stored['heartbeats']
+    saved = site.daemon_state()
+    assert saved['pid'] == os.getpid() and saved['heartbeat_at'] and saved['last_delivery_at']
+    assert saved['last_inventory_sync_at'] and saved['last_heartbeat_sent_at'] and saved['connection'] == 'up'
+    line = runner.status_line()
+    assert line.startswith('outbox 0 events; AccountDB up; breaker closed; inventory synced')
+    assert any(m.startswith('STATUS=') for m in site.messages())
+    with open(site.settings['metrics.textfile']) as stream:
+        text = stream.read()
+    assert 'pve_hooks_events_delivered_total 1' in text
+    assert 'pve_hooks_breaker_state{state="closed"} 1' in text
+    with pytest.raises(daemon.AlreadyRunning) as running:
+        daemon.acquire_lock(site.settings['paths.state_dir'])
+    assert 'pid {0}'.format(os.getpid()) in str(running.value)
+    runner.shutdown()
+    assert 'STOPPING=1' in site.messages()
+    assert site.daemon_state()['stopped_at']
+    os.close(daemon.acquire_lock(site.settings['paths.state_dir']))   # released
+
+
+def test_heartbeat_body_carries_version_outbox_breaker_and_health(site):
+    runner = site.daemon()
+    runner.start()
+    try:
+        site.server.set_faults([{'mode': 'refuse', 'path': '/api/v1/events'}])
+        site.outbox.spool(_event(100))
+        runner.step()
+        beat = site.server.dump()['heartbeats']['pve1']['last']
+        assert beat['agent_version'] and beat['node'] == 'pve1'
+        assert beat['outbox']['depth'] == 1 and beat['breaker'] == 'closed'
+        assert beat['health']['status'] in ('OK', 'WARNING', 'CRITICAL', 'UNKNOWN')
+        assert {check['name'] for check in beat['health']['checks']} >= {'outbox', 'pvesh_api'}
+    finally:
+        runner.shutdown()
+
+
+def test_reload_keeps_old_configuration_when_new_one_is_invalid(site, caplog):
+    attempts = []
+
+    def reload_settings():
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise config.ConfigError(['delivery.batch_size: expected an integer from 1 to 10000, got 0 (from x)'])
+        return site.load('delivery.batch_size=7')
+
+    runner = site.daemon(reload_settings)
+    runner.start()
+    try:
+        with caplog.at_level(logging.INFO, logger='pve_hooks.daemon'):
+            runner.reload_requested = True
+            runner.step()
+            assert runner.settings['delivery.batch_size'] == 500
+            assert 'configuration reload rejected, keeping the running configuration: delivery.batch_size' \
+                in caplog.text
+            runner.reload_requested = True
+            runner.step()
+        assert runner.settings['delivery.batch_size'] == 7
+        assert runner.c.delivery.settings['delivery.batch_size'] == 7
+        assert 'configuration reloaded (1 option changed: delivery.batch_size)' in caplog.text
+        messages = site.messages()
+        assert 'RELOADING=1' in messages and any(m.startswith('READY=1') for m in messages[1:])
+    finally:
+        runner.shutdown()
+
+
+def test_run_once_exit_codes(site, dev_accountdb):
+    site.outbox.ensure()
+    site.outbox.spool(_event(100))
+    code, message = daemon.run_once(site.settings)
+    assert code == 0 and message.startswith('delivered 1 events; 0 kept in the outbox; inventory sent')
+    site.outbox.spool(_event(100, 'pre-stop'))
+    dev_accountdb.set_faults([{'mode': 'refuse'}])
+    code, message = daemon.run_once(site.settings)
+    assert code == 1
+    assert message.startswith('AccountDB unreachable (connection to AccountDB ')
+    assert message.endswith('; 1 events kept in the outbox')
+    saved = site.daemon_state()
+    assert saved.get('heartbeat_at') is None and saved['once_at']   # a one-shot run is not a live daemon
+
+
+def test_accountdb_url_missing_keeps_events_and_says_so(site, caplog):
+    site.settings = site.load('accountdb.url=')
+    site.outbox.ensure()
+    site.outbox.spool(_event(100))
+    runner = site.daemon()
+    with caplog.at_level(logging.ERROR):
+        runner.start()
+        runner.step()
+    runner.shutdown()
+    assert 'accountdb.url is not set' in caplog.text
+    assert site.outbox.stats()['depth'] == 1
+    saved = site.daemon_state()
+    assert saved['connection'] == 'down' and 'accountdb.url is not set' in saved['last_error']
