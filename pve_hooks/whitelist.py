@@ -32,7 +32,7 @@ import time
 
 from pve_hooks import schema
 from pve_hooks.errors import AccountDBError, PreconditionFailed
-from pve_hooks.vmidset import MAX_VMID, MIN_VMID, InputError, VmidSet
+from pve_hooks.vmidset import InputError, VmidSet
 
 log = logging.getLogger(__name__)
 
@@ -144,9 +144,10 @@ def validate_record(data):
     record = _empty_record()
     vmids = data.get('vmids')
     if vmids is not None:
-        if not isinstance(vmids, list) or not all(
-                isinstance(v, int) and not isinstance(v, bool) and MIN_VMID <= v <= MAX_VMID for v in vmids):
-            raise ValueError("'vmids' is not a list of VMIDs")
+        # Any integer: the cache holds what AccountDB sent (the client checks only that they are
+        # integers), and a value no guest can have must not make the whole file "corrupt".
+        if not isinstance(vmids, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in vmids):
+            raise ValueError("'vmids' is not a list of integers")
     record['vmids'] = vmids
     for key in ('etag', 'last_modified', 'last_error'):
         if data.get(key) is not None and not isinstance(data[key], str):

@@ -42,18 +42,18 @@ class WhitelistFailure(click.ClickException):
         self.exit_code = exit_code
 
 
-def _from_accountdb_error(error, what):
+def _from_accountdb_error(error, what, outcome='nothing was changed'):
+    """Return the WhitelistFailure for an AccountDBError; ``outcome`` says what it left as it was."""
     if error.kind == errors.TRANSIENT:
-        return WhitelistFailure('{0}: AccountDB unreachable or its answer unusable ({1}); nothing was '
-                                'changed, retry later'.format(what, error), EXIT_UNREACHABLE)
+        return WhitelistFailure('{0}: AccountDB unreachable or its answer unusable ({1}); {2}, retry '
+                                'later'.format(what, error, outcome), EXIT_UNREACHABLE)
     if error.kind == errors.AUTH:
         return WhitelistFailure('{0}: AccountDB refused the token ({1}); check accountdb.token_file'.format(
             what, error))
     if error.kind == errors.CONFIGURATION:
-        return WhitelistFailure('{0}: {1}; check accountdb.url and accountdb.endpoints.whitelist'.format(
-            what, error))
-    return WhitelistFailure('{0}: AccountDB refused the request ({1}); nothing was changed'.format(
-        what, error))
+        hint = '' if 'accountdb.' in str(error) else '; check accountdb.url and accountdb.endpoints.whitelist'
+        return WhitelistFailure('{0}: {1}{2}'.format(what, error, hint))
+    return WhitelistFailure('{0}: AccountDB refused the request ({1}); {2}'.format(what, error, outcome))
 
 
 def _input_failure(error):
@@ -158,7 +158,7 @@ def refresh(obj):
     finally:
         client.close()
     if outcome == whitelist.FAILED:
-        raise _from_accountdb_error(cache.last_exception, 'refresh failed')
+        raise _from_accountdb_error(cache.last_exception, 'refresh failed', 'the cached list is kept')
     click.echo('{0} ({1})'.format(_summary(cache), 'not modified' if outcome == whitelist.UNCHANGED
                                   else 'fetched'))
 

@@ -169,3 +169,38 @@ def test_help_documents_exit_codes(tmp_path):
                             capture_output=True, text=True, env=env, timeout=60)
     assert result.returncode == 0
     assert 'Exit codes:' in result.stdout and '3  the whitelist changed on AccountDB' in result.stdout
+
+
+def test_show_with_a_corrupt_cache_warns_and_quarantines(dev_accountdb, tmp_path):
+    conf = node_config(dev_accountdb, tmp_path / 'node')
+    state = tmp_path / 'node' / 'state'
+    state.mkdir()
+    (state / 'whitelist.json').write_text('{"vmids": [1')
+    result = run(conf, 'show')
+    assert result.returncode == 0
+    assert 'no whitelist cached: every guest is reported' in result.stdout
+    assert 'whitelist cache is corrupt' in result.stderr and 'Traceback' not in result.stderr
+    assert [p.name for p in state.iterdir()][0].startswith('whitelist.json.corrupt-')
+
+
+def test_missing_accountdb_url_is_one_clear_line(dev_accountdb, tmp_path):
+    conf = node_config(dev_accountdb, tmp_path / 'node')
+    with open(conf) as stream:
+        data = yaml.safe_load(stream)
+    data['accountdb']['url'] = None
+    with open(conf, 'w') as stream:
+        yaml.safe_dump(data, stream)
+    result = run(conf, 'add', '100')
+    assert result.returncode == 1
+    assert result.stderr.strip() == ('Error: whitelist not changed: accountdb.url is not set; set it in the '
+                                     'configuration file')
+
+
+def test_wrong_endpoint_path_names_the_option(dev_accountdb, tmp_path):
+    conf = node_config(dev_accountdb, tmp_path / 'node')
+    result = subprocess.run(
+        [sys.executable, '-m', 'pve_hooks', '--config', conf, '--set', 'accountdb.endpoints.whitelist=/api/v2/wl',
+         'whitelist', 'refresh'], capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=REPO), timeout=60)
+    assert result.returncode == 1
+    assert 'refresh failed: HTTP 404' in result.stderr and 'accountdb.endpoints' in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -152,8 +152,9 @@ def test_stale_and_failing_states(tmp_path):
     (b'{"vmids": [101', 'Expecting'),
     (b'\xff\xfe', 'codec'),
     (b'[1, 2]', 'not a JSON object'),
-    (b'{"vmids": [101, "x"], "fetched_at": 1}', "'vmids' is not a list of VMIDs"),
-    (b'{"vmids": [5], "fetched_at": 1}', "'vmids' is not a list of VMIDs"),
+    (b'{"vmids": [101, "x"], "fetched_at": 1}', "'vmids' is not a list of integers"),
+    (b'{"vmids": [101, true], "fetched_at": 1}', "'vmids' is not a list of integers"),
+    (b'{"vmids": {"101": 1}, "fetched_at": 1}', "'vmids' is not a list of integers"),
     (b'{"vmids": [101], "fetched_at": "yesterday"}', "'fetched_at' is not a number"),
     (b'{"vmids": [101]}', "'vmids' without 'fetched_at'"),
 ])
