@@ -47,8 +47,11 @@ def read_file(path):
     return found
 
 
-def load(environ):
+def load(environ, default_file=DEFAULT_FILE):
     """Return (values, problems, path) for the hookscript.
+
+    ``environ`` is the environment; ``default_file`` the file read when
+    PVE_HOOKS_CONFIG is not set (a missing default file is fine).
 
     ``values`` maps each of HOOK_KEYS to its typed value; ``problems`` is a
     list of one-line messages (file unreadable or invalid: the whole file is
@@ -57,7 +60,7 @@ def load(environ):
     """
     values = {key: schema.BY_KEY[key].default_value() for key in HOOK_KEYS}
     problems = []
-    path = environ.get(ENV_FILE) or DEFAULT_FILE
+    path = environ.get(ENV_FILE) or default_file
     named = bool(environ.get(ENV_FILE))
     used = None
     raw = {}
@@ -97,3 +100,33 @@ def load(environ):
                 continue
             values[key] = value
     return values, problems, used
+
+
+def check_file(path, reference=None):
+    """Return one line per way the hookscript would read YAML file ``path`` differently from PyYAML.
+
+    Compares the values of HOOK_KEYS as read by this module and by
+    ``reference(path)`` (default :func:`pve_hooks.config.read_yaml`, i.e.
+    PyYAML); [] when they agree. For ``pve-hooks config check`` (imports
+    PyYAML; never called by the hookscript).
+    """
+    if reference is None:
+        from pve_hooks.config import read_yaml as reference
+
+    try:
+        ours = read_file(path)
+    except OSError as error:
+        return ['{0}: the hookscript cannot read this file ({1})'.format(path, error.strerror or error)]
+    except ValueError as error:
+        return ['{0}; the hookscript cannot read this file (it understands a simple YAML subset: nested '
+                'mappings, scalars, [a, b] lists) and would spool with defaults; simplify the file'.format(error)]
+    data = reference(path)
+    problems = []
+    for key in HOOK_KEYS:
+        node = data
+        for part in key.split('.'):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node != ours.get(key) or type(node) is not type(ours.get(key)):
+            problems.append('{0}: {1}: the hookscript reads {2!r} but PyYAML reads {3!r}; quote the value or '
+                            'write it more simply'.format(path, key, ours.get(key), node))
+    return problems

@@ -32,6 +32,12 @@ def check(obj):
         settings = obj.load()
     except config.ConfigError as error:
         raise ConfigProblem(error.errors)
+    if settings.file:  # the hookscript reads the file with its own small parser: it must agree
+        from pve_hooks.hookconfig import check_file
+
+        problems = check_file(settings.file)
+        if problems:
+            raise ConfigProblem(problems)
     click.echo('configuration OK ({0})'.format(settings.file or 'defaults and environment only'))
 
 

@@ -19,9 +19,7 @@ def test_constants_match_config_module():
 
 
 def test_defaults_come_from_the_schema_when_the_default_file_is_missing(tmp_path):
-    values, problems, path = hookconfig.load({})
-    if os.path.exists(hookconfig.DEFAULT_FILE):
-        pytest.skip('a real /etc/pve-hooks/config.yaml exists here')
+    values, problems, path = hookconfig.load({}, default_file=str(tmp_path / 'absent.yaml'))
     assert problems == [] and path is None
     assert values == {key: schema.BY_KEY[key].default_value() for key in hookconfig.HOOK_KEYS}
 
@@ -82,3 +80,22 @@ def test_bad_env_value_keeps_the_default_for_that_key_only(tmp_path):
     assert len(problems) == 2 and 'PVE_HOOKS_OUTBOX__MAX_EVENTS' in problems[0] + problems[1]
     assert values['paths.spool_dir'] == '/srv/spool'
     assert values['outbox.max_events'] == schema.BY_KEY['outbox.max_events'].default
+
+
+def test_check_file_agrees_for_a_normal_file(tmp_path):
+    path = _write(tmp_path, 'node: pve7\npaths:\n  spool_dir: "/srv/spool"\nhook:\n  chain_timeout: 2.5\n')
+    assert hookconfig.check_file(path) == []
+
+
+def test_check_file_reports_what_the_hook_cannot_read(tmp_path):
+    path = _write(tmp_path, 'paths:\n  spool_dir: &dir /srv/spool\n')
+    [problem] = hookconfig.check_file(path)
+    assert 'config.yaml:2:' in problem and 'the hookscript cannot read this file' in problem
+
+
+def test_check_file_reports_a_disagreement(tmp_path):
+    path = _write(tmp_path, 'node: pve1\nhook:\n  chain_timeout: 3\n')
+    problems = hookconfig.check_file(path, reference=lambda p: {'node': 1, 'hook': {'chain_timeout': 3.0}})
+    assert len(problems) == 2
+    assert "node: the hookscript reads 'pve1' but PyYAML reads 1" in problems[0]
+    assert 'hook.chain_timeout: the hookscript reads 3 but PyYAML reads 3.0' in problems[1]
