@@ -77,17 +77,28 @@ class Store:
         (including earlier in the same batch).
         """
         now = self.clock()
-        statuses = []
+        ids = [event['event_id'] for event in events]
         with self.lock:
             self.db.execute('BEGIN IMMEDIATE')
             try:
+                seen = set()
+                for start in range(0, len(ids), 500):  # SQLite's bound-parameter limit is 999 on old builds
+                    chunk = ids[start:start + 500]
+                    seen.update(row[0] for row in self.db.execute(
+                        'SELECT event_id FROM events WHERE event_id IN ({0})'.format(','.join('?' * len(chunk))),
+                        chunk))
+                statuses, rows = [], []
                 for event in events:
-                    cursor = self.db.execute(
-                        'INSERT OR IGNORE INTO events (event_id, node, vmid, seq, phase, received_at, body) '
-                        'VALUES (?, ?, ?, ?, ?, ?, ?)',
-                        (event['event_id'], event.get('node') or node, event['vmid'], event.get('seq'),
-                         event['phase'], now, json.dumps(event, sort_keys=True)))
-                    statuses.append('accepted' if cursor.rowcount == 1 else 'duplicate')
+                    if event['event_id'] in seen:
+                        statuses.append('duplicate')
+                        continue
+                    seen.add(event['event_id'])
+                    statuses.append('accepted')
+                    rows.append((event['event_id'], event.get('node') or node, event['vmid'], event.get('seq'),
+                                 event['phase'], now, json.dumps(event)))
+                self.db.executemany(
+                    'INSERT INTO events (event_id, node, vmid, seq, phase, received_at, body) '
+                    'VALUES (?, ?, ?, ?, ?, ?, ?)', rows)
                 self.db.execute('COMMIT')
             except BaseException:
                 self.db.execute('ROLLBACK')
