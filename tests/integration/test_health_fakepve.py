@@ -99,8 +99,16 @@ def test_node_resources_from_the_status_answer(node, changes, status):
     assert run(node, names=['node_resources'])['node_resources'].status == status
 
 
+def test_node_status_overlay_applies_to_every_node_and_per_node(node):
+    node.fake.add_node('pve2')
+    node.fake.set_node_status('pve2', memory={'total': 100, 'used': 99})
+    pve1 = run(node, names=['node_resources'])['node_resources']
+    pve2 = run(node, 'node=pve2', names=['node_resources'])['node_resources']
+    assert (pve1.status, pve2.status) == ('OK', 'CRITICAL')
+
+
 def test_fakepve_synthesised_status_is_unknown_not_a_crash(node):
-    node.fake.set_overlay('/nodes/pve1/status', None)  # fakepve's own answer: loadavg ["fake"], zeros
+    node.fake.set_overlay('/nodes/*/status', None)  # fakepve's own answer: loadavg ["fake"], zeros
     result = run(node, names=['node_resources'])['node_resources']
     assert result.status == 'UNKNOWN' and 'in the node status' in result.reason
 

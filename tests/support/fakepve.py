@@ -153,14 +153,15 @@ class FakePveHandle:
             self.shim['overlay'][path] = data
         self._write()
 
-    def set_node_status(self, **changes):
-        """Set the node's /nodes/{node}/status answer: NODE_STATUS updated with ``changes``.
+    def set_node_status(self, node='*', **changes):
+        """Set /nodes/{node}/status answers (default: every node's) to NODE_STATUS updated with ``changes``.
 
         E.g. ``set_node_status(memory={'total': 100, 'used': 98})``, ``loadavg=['9.0', '1', '1']``.
+        A named node's entry takes precedence over the ``*`` one.
         """
         status = json.loads(json.dumps(NODE_STATUS))
         status.update(changes)
-        self.set_overlay('/nodes/{0}/status'.format(self.node), status)
+        self.set_overlay('/nodes/{0}/status'.format(node), status)
 
     # -- fakepve scenarios (thread-safe) ---------------------------------------------------
 
