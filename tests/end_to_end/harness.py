@@ -141,6 +141,34 @@ def write_token(path, token):
     return path
 
 
+class CountingPvesh:
+    """A pvesh wrapper that logs each call's arguments to a file, then runs the real (shim) pvesh.
+
+    ``path`` is the program to configure as ``proxmox.pvesh``; :meth:`calls`
+    returns the argument lines logged so far.
+    """
+
+    def __init__(self, directory, real):
+        self.path = os.path.join(str(directory), 'pvesh-counting')
+        self.log = os.path.join(str(directory), 'pvesh-calls.log')
+        with open(self.path, 'w') as stream:
+            stream.write('#!/bin/sh\necho "$*" >> {0}\nexec {1} "$@"\n'.format(
+                _sh_quote(self.log), _sh_quote(real)))
+        os.chmod(self.path, 0o755)
+
+    def calls(self):
+        """Return the logged calls (one 'get /path --output-format json' string each)."""
+        try:
+            with open(self.log) as stream:
+                return stream.read().splitlines()
+        except FileNotFoundError:
+            return []
+
+
+def _sh_quote(text):
+    return "'" + str(text).replace("'", "'\\''") + "'"
+
+
 class HookJournal:
     """A datagram socket standing in for journald's, bound for one node's hookscripts.
 
@@ -566,7 +594,7 @@ def assert_outbox_clean(node, ready=0, dead=0, quarantine=0):
     assert counts == expected, 'outbox of {0}: {1}, expected {2}'.format(node.name, counts, expected)
 
 
-def assert_all_delivered(node, db, fired, timeout=60):
+def assert_all_delivered(node, db, fired, timeout=60, quarantine=0, dead=0):
     """Wait for ``node`` to drain, then run every end-of-scenario check.
 
     ``fired`` is [(vmid, phase), ...] as fired on ``node`` (sequentially per
@@ -578,5 +606,5 @@ def assert_all_delivered(node, db, fired, timeout=60):
     assert_delivered_exactly_once(db, node.fired_ids())
     assert_per_guest_order(db)
     assert_guest_histories(db, [(node.name, vmid, phase) for vmid, phase in fired])
-    assert_outbox_clean(node)
+    assert_outbox_clean(node, quarantine=quarantine, dead=dead)
     assert node.daemon_alive(), 'the daemon died; log:\n' + node.log_tail()
