@@ -7,6 +7,8 @@ AccountDB, for trials, demos and tests (docs/accountdb-api.md).
 import json
 import logging
 import os
+import sqlite3
+import ssl
 import sys
 
 import click
@@ -69,6 +71,11 @@ def dev_accountdb(ctx, listen, db, token_file, faults_text, tls_cert, tls_key, v
                         format='%(message)s')
     try:
         app.serve(listen, db, token_file, spec, (tls_cert, tls_key) if tls_cert else None)
+    except sqlite3.Error as error:
+        raise UserError('{0}: cannot use the database ({1}); check the path and that it is an SQLite '
+                        'file'.format(db, error))
+    except ssl.SSLError as error:
+        raise UserError('cannot load --tls-cert/--tls-key ({0})'.format(' '.join(str(error).split())))
     except ValueError as error:
         raise UserError(str(error))
     except OSError as error:
@@ -85,11 +92,14 @@ def dump(db, as_json):
 
     if not os.path.isfile(db):
         raise UserError('{0}: no such database file; give the --db of a dev-accountdb run'.format(db))
-    store = Store(db)
     try:
-        data = store.dump()
-    finally:
-        store.close()
+        store = Store(db)
+        try:
+            data = store.dump()
+        finally:
+            store.close()
+    except sqlite3.Error as error:
+        raise UserError('{0}: cannot read the database ({1}); is it a dev-accountdb --db file?'.format(db, error))
     if as_json:
         click.echo(json.dumps(data, indent=2, sort_keys=True))
         return

@@ -257,3 +257,14 @@ def test_dump_of_a_missing_database_is_one_clear_line(tmp_path):
     result = run_cli('dump', '--db', str(tmp_path / 'nothing.sqlite'))
     assert result.returncode == 1 and 'no such database file' in result.stderr
     assert not (tmp_path / 'nothing.sqlite').exists()
+
+
+def test_unusable_database_is_one_clear_line(tmp_path):
+    DevAccountDB.write_token(str(tmp_path / 'token'), 'x')
+    result = run_cli('--listen', '127.0.0.1:0', '--db', str(tmp_path / 'missing-dir' / 'db'), '--token-file',
+                     str(tmp_path / 'token'))
+    assert result.returncode == 1 and 'cannot use the database' in result.stderr
+    (tmp_path / 'not.sqlite').write_text('not a database at all, ' * 100)
+    result = run_cli('dump', '--db', str(tmp_path / 'not.sqlite'))
+    assert result.returncode == 1 and 'cannot read the database' in result.stderr
+    assert 'Traceback' not in result.stderr
