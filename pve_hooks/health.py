@@ -113,9 +113,23 @@ class Probe:
         self.client_factory = client_factory or _accountdb_client
         self.outbox_factory = outbox_factory or _outbox
         self._status = None
+        self._timed_out = None    # the first pvesh call of this run that timed out
 
     def pvesh(self, path, expect):
-        """Return (data, seconds) of a pvesh call bounded by health.pvesh_timeout. Raise PveshError."""
+        """Return (data, seconds) of a pvesh call bounded by health.pvesh_timeout. Raise PveshError.
+
+        Once a call of this run has timed out, later ones are not tried (raise
+        :class:`NotTried`): a hanging pvesh costs one timeout per run, not one per check.
+        """
+        if self._timed_out is not None:
+            raise NotTried('pvesh get {0}: not tried, {1}'.format(path, self._timed_out))
+        try:
+            return self._pvesh(path, expect)
+        except pvesh.PveshTimeout as error:
+            self._timed_out = str(error)
+            raise
+
+    def _pvesh(self, path, expect):
         durations = []
         data = pvesh.run(self.settings, path, timeout=self.settings['health.pvesh_timeout'], runner=self.runner,
                          expect=expect, clock=self.monotonic,
@@ -132,6 +146,10 @@ class Probe:
             except pvesh.PveshError as error:
                 self._status = ('error', str(error), self.monotonic() - started)
         return self._status
+
+
+class NotTried(pvesh.PveshError):
+    """A pvesh call skipped because an earlier one in the same run timed out."""
 
 
 def _accountdb_client(settings):
@@ -224,6 +242,8 @@ def check_cluster(probe):
     node = probe.settings['node']
     try:
         data, _ = probe.pvesh('/cluster/status', list)
+    except NotTried as error:
+        return CheckResult('cluster', UNKNOWN, str(error))
     except pvesh.PveshError as error:
         return CheckResult('cluster', CRITICAL, str(error))
     clusters = [item for item in data if isinstance(item, dict) and item.get('type') == 'cluster']

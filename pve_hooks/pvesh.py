@@ -28,6 +28,10 @@ class PveshError(Exception):
     """
 
 
+class PveshTimeout(PveshError):
+    """pvesh did not answer within its timeout and was killed."""
+
+
 def run_bounded(argv, timeout):
     """Run ``argv`` in its own session; return a CompletedProcess with bytes output.
 
@@ -85,8 +89,8 @@ def run(settings, path, timeout=None, runner=run_bounded, args=(), expect=None, 
     seconds, ok)`` is called once per call (for metrics), measured with ``clock``.
 
     Raise :class:`PveshError` (one line) when the program is missing or not
-    executable, exits non-zero, times out, prints nothing, prints invalid
-    JSON, or returns the wrong shape.
+    executable, exits non-zero, times out (:class:`PveshTimeout`, a
+    PveshError), prints nothing, prints invalid JSON, or returns the wrong shape.
     """
     if timeout is None:
         timeout = settings['proxmox.pvesh_timeout']
@@ -111,7 +115,7 @@ def _call(runner, argv, timeout, shown, program):
     try:
         return runner(argv, timeout=timeout)
     except subprocess.TimeoutExpired:
-        raise PveshError('{0}: no answer within {1:g}s, killed (proxmox.pvesh_timeout or '
+        raise PveshTimeout('{0}: no answer within {1:g}s, killed (proxmox.pvesh_timeout or '
                          'health.pvesh_timeout)'.format(shown, timeout)) from None
     except FileNotFoundError:
         raise PveshError('{0}: program {1!r} not found; install pve-manager or set proxmox.pvesh'.format(

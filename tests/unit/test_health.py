@@ -103,6 +103,15 @@ def test_pvesh_api_failure_is_critical_and_resources_unknown(settings, answer, w
     assert len(runner.calls) == 1  # the status is read once per run
 
 
+def test_after_a_timeout_later_pvesh_calls_of_the_run_are_not_tried(settings):
+    runner = Runner(status=subprocess.TimeoutExpired(['pvesh'], 10))
+    results = health.run_checks(settings, ['pvesh_api', 'node_resources', 'cluster'], runner=runner)
+    assert [r.status for r in results] == [health.CRITICAL, health.UNKNOWN, health.UNKNOWN]
+    assert 'not tried' in results[2].reason and len(runner.calls) == 1
+    again = health.run_checks(settings, ['cluster'], runner=runner)  # a new run tries again
+    assert again[0].status == health.OK and len(runner.calls) == 2
+
+
 # -- node_resources ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize('changes, status, word', [

@@ -67,6 +67,12 @@ def test_wrong_shape_is_an_error(expect, stdout, kind):
         pvesh.run(SETTINGS, '/x', runner=canned(stdout=stdout), expect=expect)
 
 
+def test_timeout_is_a_pvesh_timeout():
+    with pytest.raises(pvesh.PveshTimeout):
+        pvesh.run(SETTINGS, '/x', runner=raising(subprocess.TimeoutExpired(['pvesh'], 7.0)))
+    assert issubclass(pvesh.PveshTimeout, pvesh.PveshError)
+
+
 def test_duration_callback_reports_success_and_failure():
     seen = []
     ticks = iter([10.0, 10.25, 20.0, 21.0])
