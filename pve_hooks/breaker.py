@@ -68,16 +68,32 @@ class Breaker:
 
     @property
     def state(self):
-        """Return 'closed', 'open' or 'half_open' (an expired open becomes half_open)."""
-        return self._update(lambda data: None)['state']
+        """Return 'closed', 'open' or 'half_open' (an open breaker past its timeout reads half_open).
+
+        Reading changes nothing (``pve-hooks status`` may read it); the
+        open → half_open transition is recorded by :meth:`allow`.
+        """
+        return self.snapshot()['state']
 
     def snapshot(self):
-        """Return the whole persisted record: state, failures, opened_at, changed_at."""
-        return dict(self._update(lambda data: None))
+        """Return the record without changing it: state (as :attr:`state`), failures, opened_at, changed_at."""
+        lock_fd = self._lock()
+        try:
+            data = self._read()
+        finally:
+            if lock_fd is not None:
+                os.close(lock_fd)
+        if data['state'] == OPEN and self.clock() - data['opened_at'] >= self.reset_timeout:
+            data['state'] = HALF_OPEN
+        return data
 
     def allow(self):
-        """Return True when a request may be sent now (closed or half-open)."""
-        return self.state != OPEN
+        """Return True when a request may be sent now (closed, or half-open: the probe).
+
+        An open breaker past its timeout is recorded as half_open here, and
+        ``on_change`` is called by the process that does so.
+        """
+        return self._update(lambda data: None)['state'] != OPEN
 
     def retry_in(self):
         """Return the seconds until an open breaker half-opens (0 when not open)."""

@@ -146,3 +146,18 @@ def test_from_settings_uses_state_dir_and_options(tmp_path):
     breaker = breaker_mod.from_settings(settings, clock=Clock())
     assert breaker.path == str(tmp_path / 'breaker.json')
     assert breaker.threshold == 4 and breaker.reset_timeout == 12.0
+
+
+def test_reading_the_state_changes_nothing_so_the_daemon_logs_the_half_open_once(tmp_path):
+    clock = Clock()
+    daemon_changes, status_changes = [], []
+    daemon = make(tmp_path, clock, daemon_changes, threshold=1, timeout=5.0)
+    status_reader = make(tmp_path, clock, status_changes, threshold=1, timeout=5.0)
+    daemon.record_failure()
+    before = open(daemon.path).read()
+    clock.now += 5
+    assert status_reader.state == 'half_open' and status_reader.snapshot()['failures'] == 1
+    assert open(daemon.path).read() == before and status_changes == []
+    assert daemon.allow()
+    assert daemon_changes == [('closed', 'open'), ('open', 'half_open')]
+    assert daemon.allow() and daemon_changes[-1] == ('open', 'half_open') and len(daemon_changes) == 2
