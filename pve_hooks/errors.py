@@ -147,6 +147,8 @@ def classify(status=None, exception=None, reason=None, retry_after=None):
     """
     if exception is not None:
         return _classify_exception(exception)
+    if status is None:
+        return TransientError(reason or 'request to AccountDB failed for an unknown reason')
     kind = kind_for_status(status)
     text = reason or 'AccountDB answered HTTP {0}'.format(status)
     if kind in _STATUS_HINTS and status in (401, 403, 404, 405):

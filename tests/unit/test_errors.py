@@ -80,3 +80,8 @@ def test_wrapped_causes_are_found():
 def test_malformed_is_transient():
     error = errors.malformed('not JSON', 200)
     assert error.kind == 'transient' and error.status == 200 and 'malformed' in error.reason
+
+
+def test_nothing_known_is_transient():
+    error = errors.classify()
+    assert error.kind == 'transient' and error.status is None and error.reason
