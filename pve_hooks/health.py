@@ -357,9 +357,9 @@ def _freshness(probe, name, file_name, key, limit, texts, missing):
 
 def check_reconciler(probe):
     """The daemon's heartbeat (``heartbeat_at`` in daemon.json) is younger than health.reconciler_stale."""
-    missing = CheckResult('reconciler', CRITICAL, 'no heartbeat from the reconciler ({0} in {1}); is pve-hooks '
-                          'reconcile running?'.format(DAEMON_FILE, probe.settings['paths.state_dir']),
-                          {'age_seconds': None})
+    path = os.path.join(probe.settings['paths.state_dir'], DAEMON_FILE)
+    missing = CheckResult('reconciler', CRITICAL, 'no heartbeat from the reconciler (no heartbeat_at in {0}); is '
+                          'pve-hooks reconcile running?'.format(path), {'age_seconds': None})
     stale = probe.settings['health.reconciler_stale']
     result, data = _freshness(probe, 'reconciler', DAEMON_FILE, 'heartbeat_at', stale,
                               ('alive, last heartbeat {age:.0f}s ago',
