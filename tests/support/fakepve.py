@@ -187,7 +187,10 @@ class FakePveHandle:
         self.call(self.pve.regain_quorum)
 
     def slow(self, seconds):
-        """Every fakepve answer takes ``seconds`` longer (real seconds); 0 undoes it."""
+        """Every fakepve answer takes ``seconds`` longer (real seconds); 0 undoes it.
+
+        This sets fakepve's time_scale to 1, so its tasks (migrations etc.) take real time too until undone.
+        """
         def apply():
             self.pve.time_scale = 1.0 if seconds else 0
             self.pve.slow_network(seconds)
