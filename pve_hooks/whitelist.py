@@ -32,6 +32,7 @@ import time
 
 from pve_hooks import schema
 from pve_hooks.errors import AccountDBError, PreconditionFailed
+from pve_hooks.logsetup import format_duration
 from pve_hooks.vmidset import InputError, VmidSet
 
 log = logging.getLogger(__name__)
@@ -55,11 +56,6 @@ NO_CACHE_WARNING = ('no cached VMID whitelist and fetching it failed ({0}): repo
                     '(nothing filtered) until the first successful fetch; retrying every {1}')
 UNFILTERED_WARNING = ('no VMID whitelist fetched yet ({0} holds none): reporting ALL guests (nothing '
                       'filtered) until the first successful fetch')
-
-
-def _format_duration(seconds):
-    from pve_hooks.logsetup import format_duration
-    return format_duration(seconds)
 
 
 def _schema_default(key):
@@ -448,18 +444,18 @@ class WhitelistCache:
         extra = {'HTTP_STATUS': error.status} if error.status is not None else {}
         if not self.has_list:
             if not self._failing:
-                log.warning(NO_CACHE_WARNING.format(reason, _format_duration(self.refresh_interval)),
+                log.warning(NO_CACHE_WARNING.format(reason, format_duration(self.refresh_interval)),
                             extra=extra)
         elif not self._failing:
             log.warning('whitelist refresh failed (%s); keeping the cached list (%s, fetched %s ago, '
                         'ETag %s); retrying every %s', reason, _describe(record['vmids']),
-                        _format_duration(self.age(now)), self.etag,
-                        _format_duration(self.refresh_interval), extra=extra)
+                        format_duration(self.age(now)), self.etag,
+                        format_duration(self.refresh_interval), extra=extra)
         self._failing = True
         if self.is_stale(now) and not self._stale_logged:
             log.critical('whitelist cache is %s old, older than whitelist.max_stale (%s), and AccountDB '
                          'cannot be reached (%s); still filtering with it (%s) until a refresh works',
-                         _format_duration(self.age(now)), _format_duration(self.max_stale), reason,
+                         format_duration(self.age(now)), format_duration(self.max_stale), reason,
                          _describe(record['vmids']), extra=extra)
             self._stale_logged = True
         self._save_quietly()
@@ -485,7 +481,7 @@ def _describe(vmids):
 def _since(then, now):
     if then is None:
         return 'an unknown time'
-    return _format_duration(now - then)
+    return format_duration(now - then)
 
 
 # --- bulk changes ----------------------------------------------------------

@@ -13,6 +13,7 @@ import textwrap
 import click
 
 from pve_hooks import errors, whitelist
+from pve_hooks.logsetup import format_duration
 from pve_hooks.vmidset import InputError, parse_item, parse_items
 
 EXIT_INVALID = 1      # invalid input or configuration, or AccountDB refused (auth, rejected, config)
@@ -90,8 +91,6 @@ def _when(epoch):
 
 
 def _age(seconds):
-    from pve_hooks.logsetup import format_duration
-
     return 'unknown' if seconds is None else format_duration(seconds)
 
 
