@@ -35,11 +35,14 @@ def _load_faults(text):
 
 
 @click.group('dev-accountdb', invoke_without_command=True)
-@click.option('--listen', metavar='HOST:PORT', help='Address to serve on, e.g. 127.0.0.1:8765 (port 0: any free port).')
-@click.option('--db', 'db', metavar='FILE', type=click.Path(dir_okay=False), help='SQLite database file (created if missing).')
+@click.option('--listen', metavar='HOST:PORT',
+              help='Address to serve on, e.g. 127.0.0.1:8765 (port 0: any free port).')
+@click.option('--db', 'db', metavar='FILE', type=click.Path(dir_okay=False),
+              help='SQLite database file (created if missing).')
 @click.option('--token-file', metavar='FILE', type=click.Path(dir_okay=False),
               help='File holding the bearer token clients must send (mode 0600).')
-@click.option('--faults', 'faults_text', metavar='JSON|@FILE', help='Fault injection rules to start with (see docs/accountdb-api.md).')
+@click.option('--faults', 'faults_text', metavar='JSON|@FILE',
+              help='Fault injection rules to start with (see docs/accountdb-api.md).')
 @click.option('--tls-cert', metavar='PEM', type=click.Path(dir_okay=False), help='Serve HTTPS with this certificate.')
 @click.option('--tls-key', metavar='PEM', type=click.Path(dir_okay=False), help='Private key for --tls-cert.')
 @click.option('-v', '--verbose', is_flag=True, help='Log every request on stderr.')
