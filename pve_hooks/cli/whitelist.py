@@ -174,7 +174,7 @@ def check(obj, vmid):
     try:
         low, high = parse_item(vmid)
     except ValueError as error:
-        raise WhitelistFailure('VMID {0}'.format(error), EXIT_USAGE)
+        raise WhitelistFailure('check: {0}'.format(error), EXIT_USAGE)
     if low != high:
         raise WhitelistFailure('check takes one VMID, not a range ({0!r})'.format(vmid), EXIT_USAGE)
     try:
@@ -192,7 +192,7 @@ def check(obj, vmid):
         return
     click.echo('VMID {0} is not allowed: not on the whitelist ({1} VMIDs cached){2}'.format(
         low, len(cache.vmids), stale))
-    raise SystemExit(1)
+    click.get_current_context().exit(1)
 
 
 def _apply(obj, **kwargs):
