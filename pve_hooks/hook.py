@@ -168,6 +168,8 @@ def main(argv, environ, clock_ns=time.time_ns, random_bytes=os.urandom, stderr_f
         return event.encode(record)
 
     spool_failed = False
+    aborting = '; the start is aborted (hook.on_error: abort)' if _exit_code(
+        settings['hook.on_error'] == 'abort', phase) else ''
     try:
         path, _seq = spool.spool_event(spool_dir, vmid, event_id, build, now_ns, settings['outbox.max_events'],
                                        settings['outbox.max_bytes'], write)
@@ -176,18 +178,16 @@ def main(argv, environ, clock_ns=time.time_ns, random_bytes=os.urandom, stderr_f
     except spool.OutboxFull as error:
         spool_failed = True
         report.line(journal_native.CRITICAL, '{0}: the {1} event of guest {2} was DROPPED ({3} dropped in total); '
-                    'check that the pve-hooks daemon is running and delivering (pve-hooks outbox status)'.format(
-                        error, phase, vmid, error.dropped), **fields)
+                    'check that the pve-hooks daemon is running and delivering (pve-hooks outbox status){4}'.format(
+                        error, phase, vmid, error.dropped, aborting), **fields)
     except OSError as error:
         spool_failed = True
         what = error.strerror or str(error)
         where = error.filename or spool.outbox_dir(spool_dir)
         report.line(journal_native.ERROR, 'could not record {0} of guest {1}: {2}: {3}; free space or fix the '
                     'permissions of {4} (paths.spool_dir); the event is lost, the daemon\'s inventory '
-                    'reconciliation will correct the state{5}'.format(
-                        phase, vmid, where, what, spool_dir,
-                        '; the start is aborted (hook.on_error: abort)' if _exit_code(
-                            settings['hook.on_error'] == 'abort', phase) else ''), **fields)
+                    'reconciliation will correct the state{5}'.format(phase, vmid, where, what, spool_dir, aborting),
+                    **fields)
 
     scripts = chain_scripts(settings['hook.chain_dir'])
     chain_failed = False

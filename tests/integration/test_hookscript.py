@@ -280,3 +280,21 @@ def test_chaining_through_the_real_hookscript(site):
                                                      'PVE_HOOKS_HOOK__CHAIN_ON_ERROR': 'abort'})
     assert result.returncode == 1 and 'aborted because a chained hook failed' in result.stderr
     assert len(site.ready()) == 2  # both events were spooled before the chain ran
+
+
+@pytest.mark.parametrize('body, words', [
+    ('raise RuntimeError("boom")', 'unexpected RuntimeError (boom)'),
+    ('raise KeyboardInterrupt()', 'unexpected KeyboardInterrupt'),
+    ('raise MemoryError()', 'unexpected MemoryError'),
+])
+def test_the_wrapper_turns_any_exception_into_one_line_and_exit_0(site, tmp_path, body, words):
+    fake = tmp_path / 'fake' / 'pve_hooks'
+    fake.mkdir(parents=True)
+    (fake / '__init__.py').write_text('')
+    (fake / 'hook.py').write_text('def main(argv, environ):\n    {0}\n'.format(body))
+    code = 'import sys; sys.path.insert(0, {0!r}); sys.argv = [{1!r}, "100", "pre-start"]; ' \
+           'exec(compile(open({1!r}).read(), {1!r}, "exec"), {{"__name__": "__main__"}})'.format(
+               str(fake.parent), HOOKSCRIPT)
+    result = subprocess.run([PYTHON, '-I', '-c', code], env=site.env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0
+    assert result.stderr.count('\n') == 1 and words in result.stderr and 'Traceback' not in result.stderr

@@ -124,6 +124,8 @@ def test_full_outbox_drops_new_event_logs_critical(site):
     assert code == 0 and 'DROPPED (1 dropped in total)' in err and 'outbox full' in err
     assert site.ready() == kept
     assert [r['PRIORITY'] for r in site.journal_records()] == ['2']
+    code, err = _run(site, '103', 'pre-start', env=dict(env, PVE_HOOKS_HOOK__ON_ERROR='abort'))
+    assert code == 1 and 'DROPPED (2 dropped in total)' in err and 'start is aborted' in err
 
 
 def test_chain_runs_in_name_order_with_argv_env_and_empty_stdin(site):
