@@ -170,6 +170,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = 'HTTP/1.1'
     server_version = 'pve-hooks-dev-accountdb/' + __version__
     disable_nagle_algorithm = True  # headers and body are separate writes: no 40 ms delayed-ACK stalls
+    timeout = 300  # an idle keep-alive connection (a client that went away) frees its thread after this
 
     def version_string(self):
         return self.server_version
