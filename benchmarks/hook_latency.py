@@ -104,27 +104,29 @@ def p99(values):
     return ordered[min(len(ordered) - 1, int(0.99 * len(ordered) + 0.5) - 1)]
 
 
-def in_process_costs(env, spool_dir, runs):
-    """Return medians (seconds) of hook.main() and of one spool write, run in this process.
+SPLIT = """
+import time; t0 = time.perf_counter()
+import os
+from pve_hooks import hook; t1 = time.perf_counter()
+null = os.open(os.devnull, os.O_WRONLY)
+hook.main(['hook', '100', 'post-stop'], os.environ, stderr_fd=null); t2 = time.perf_counter()
+print(t1 - t0, t2 - t1)
+"""
 
-    Separates the hookscript's own work (config, event, durable write) from
-    interpreter start-up and imports.
+
+def split_costs(python, env, runs):
+    """Return medians (seconds) of importing pve_hooks.hook and of hook.main(), each in a fresh process.
+
+    Separates the hookscript's imports from its own work (config, event,
+    durable write with two fsyncs) as they happen in a real, cold run.
     """
-    sys.path.insert(0, REPO)
-    from pve_hooks import hook, spool
-
-    null = os.open(os.devnull, os.O_WRONLY)
-    mains, writes = [], []
-    for index in range(runs):
-        start = time.perf_counter()
-        hook.main(['hook', '100', PHASES[index % 4]], env, stderr_fd=null)
-        mains.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        spool.spool_event(spool_dir, 100,
-                          'bench-{0}'.format(index), lambda seq: b'{"x":1}\n' * 30, time.time_ns(), None, None)
-        writes.append(time.perf_counter() - start)
-    os.close(null)
-    return statistics.median(mains), statistics.median(writes)
+    imports, mains = [], []
+    for _ in range(runs):
+        out = subprocess.run([python, '-I', '-c', SPLIT], env=env, capture_output=True, text=True, check=True)
+        first, second = out.stdout.split()
+        imports.append(float(first))
+        mains.append(float(second))
+    return statistics.median(imports), statistics.median(mains)
 
 
 def main():
@@ -169,7 +171,7 @@ def main():
         for _ in range(args.rounds):
             hook_burst += time_burst([hook + [PHASES[i % 4]] for i in range(args.burst)], env)
             bare_burst += time_burst([bare] * args.burst, env)
-        main_cost, write = in_process_costs(env, os.path.join(spool_dir or scratch, 'spool-direct'), 100)
+        import_cost, main_cost = split_costs(python, env, min(args.runs, 100))
 
         print('interpreter: {0}'.format(label))
         print('spool: {0}'.format(spool_dir or os.path.join(scratch, 'spool')))
@@ -183,10 +185,8 @@ def main():
         print('  hookscript  p99 {0:7.2f} ms  median {1:7.2f} ms'.format(p99(hook_burst) * 1000,
                                                                       statistics.median(hook_burst) * 1000))
         print('  p99 ratio {0:.2f}x (target <= 1.5x)'.format(p99(hook_burst) / p99(bare_burst)))
-        print('in-process medians: hook.main() {0:.2f} ms, of which one durable spool write (fsync file, '
-              'rename, fsync dir) {1:.2f} ms'.format(main_cost * 1000, write * 1000))
-        print('start-up + imports beyond the bare interpreter: ~{0:.2f} ms'.format(
-            (hook_median - bare_median - main_cost) * 1000))
+        print('split, fresh processes: importing pve_hooks.hook {0:.2f} ms, hook.main() {1:.2f} ms (config, '
+              'event, durable write: fsync file, rename, fsync dir)'.format(import_cost * 1000, main_cost * 1000))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
         if spool_dir:
