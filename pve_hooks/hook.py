@@ -189,12 +189,17 @@ def main(argv, environ, clock_ns=time.time_ns, random_bytes=os.urandom, stderr_f
                     'reconciliation will correct the state{5}'.format(phase, vmid, where, what, spool_dir, aborting),
                     **fields)
 
+    code = _exit_code(spool_failed and settings['hook.on_error'] == 'abort', phase)
     scripts = chain_scripts(settings['hook.chain_dir'])
+    if code:
+        if scripts:  # do not set a guest up for a start that is aborted anyway
+            report.line(journal_native.ERROR, 'chained hooks in {0} not run: the start of guest {1} is aborted'.format(
+                settings['hook.chain_dir'], vmid), **fields)
+        return code
     chain_failed = False
     if scripts:
         chain_failed = run_chain(scripts, argv[1:3], environ, settings['hook.chain_timeout'], report, vmid, phase) > 0
         if chain_failed and phase == 'pre-start' and settings['hook.chain_on_error'] == 'abort':
             report.line(journal_native.ERROR, 'the start of guest {0} is aborted because a chained hook failed '
                         '(hook.chain_on_error: abort)'.format(vmid), **fields)
-    code = _exit_code(spool_failed and settings['hook.on_error'] == 'abort', phase)
-    return code or _exit_code(chain_failed and settings['hook.chain_on_error'] == 'abort', phase)
+    return _exit_code(chain_failed and settings['hook.chain_on_error'] == 'abort', phase)

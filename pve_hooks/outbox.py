@@ -133,10 +133,14 @@ class Outbox:
         acknowledged) or was quarantined because it is unreadable or invalid.
         """
         claimed = os.path.join(self._dir(CLAIMED), entry.name)
+        ready = os.path.join(self._dir(READY), entry.name)
         try:
-            os.rename(os.path.join(self._dir(READY), entry.name), claimed)
+            os.rename(ready, claimed)
         except FileNotFoundError:
-            return None
+            if not os.path.lexists(ready):
+                return None  # claimed or acknowledged meanwhile
+            self.ensure()  # claimed/ itself was missing
+            os.rename(ready, claimed)
         entry.path = claimed
         try:
             return self._read_event(claimed, entry)

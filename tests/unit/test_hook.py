@@ -193,5 +193,15 @@ def test_chain_script_that_cannot_start(site):
     assert code == 0 and 'could not be started' in err and '10-bad-interpreter' in err
 
 
+def test_chain_not_run_when_the_start_is_aborted_anyway(site):
+    marker = os.path.join(site.root, 'ran')
+    site.chain('10-setup', 'touch {0}'.format(marker))
+    code, err = _run(site, '100', 'pre-start', env={'PVE_HOOKS_HOOK__ON_ERROR': 'abort'}, write=_enospc)
+    assert code == 1 and 'chained hooks in {0} not run'.format(site.chain_dir) in err
+    assert not os.path.exists(marker)
+    code, err = _run(site, '100', 'post-stop', env={'PVE_HOOKS_HOOK__ON_ERROR': 'abort'}, write=_enospc)
+    assert code == 0 and os.path.exists(marker)  # other phases: the chain still runs
+
+
 def test_chain_scripts_missing_dir(tmp_path):
     assert hook.chain_scripts(str(tmp_path / 'none')) == []

@@ -218,3 +218,9 @@ def test_from_settings(tmp_path):
                                 'PVE_HOOKS_CONFIG': ''})
     box = Outbox.from_settings(settings)
     assert (box.spool_dir, box.max_events) == (str(tmp_path), 7)
+
+
+def test_claim_recreates_a_missing_claimed_dir(box):
+    _spool_n(box, 1)
+    os.rmdir(os.path.join(box.root, 'claimed'))
+    assert box.claim(box.list_ready()[0])['vmid'] == 100
