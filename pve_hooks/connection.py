@@ -262,4 +262,6 @@ def _events(count):
 def _secs(seconds):
     if seconds >= 10:
         return str(int(round(seconds)))
-    return '{0:.1f}'.format(seconds)
+    if seconds >= 1:
+        return '{0:.1f}'.format(seconds)
+    return '{0:.2f}'.format(seconds)

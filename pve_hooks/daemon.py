@@ -190,6 +190,7 @@ class Daemon:
         self.stats = {}
         self._stats_at = None
         self._state_written_at = None
+        self._state_written = None    # daemon.json's figures as last written (without heartbeat_at)
         self._watchdog_at = 0.0
         self._delivery_at = 0.0
         self._heartbeat_at = 0.0
@@ -357,8 +358,12 @@ class Daemon:
             if not self.stopping and self.clock() >= self._heartbeat_at:
                 self._heartbeat()
         except Interrupted:
+            returned = self.c.delivery.returned_on_interrupt
             log.warning('shutdown timeout (reconcile.shutdown_timeout %s s) reached during a call to '
-                        'AccountDB or pvesh; stopping now', self.settings['reconcile.shutdown_timeout'])
+                        'AccountDB or pvesh; %sstopping now', self.settings['reconcile.shutdown_timeout'],
+                        'returned {0} in-flight event{1} to the outbox (sent again after the restart, '
+                        'AccountDB deduplicates them); '.format(returned, '' if returned == 1 else 's')
+                        if returned else '')
         finally:
             self._interruptible = False
         self._bookkeeping()
@@ -578,22 +583,25 @@ class Daemon:
             metrics.write_textfile(self.registry, path)
 
     def _write_state(self, force=False, stopped=False):
+        """Write daemon.json: at once when a figure changed, else at most every STATE_WRITE_INTERVAL."""
         now = self.clock()
-        if not force and self._state_written_at is not None and now - self._state_written_at < STATE_WRITE_INTERVAL:
-            return
-        self.state.update(heartbeat_at=now, pid=os.getpid(), version=__version__, node=self.settings['node'],
-                          connection=self.c.connection.state if self.c else None,
-                          breaker=self._breaker_state() if self.c else None,
-                          last_heartbeat_sent_at=self.last_heartbeat_sent_at
-                          or self.state.get('last_heartbeat_sent_at'),
-                          stopped_at=now if stopped else None)
+        figures = dict(self.state, pid=os.getpid(), version=__version__, node=self.settings['node'],
+                       connection=self.c.connection.state if self.c else None,
+                       breaker=self._breaker_state() if self.c else None,
+                       last_heartbeat_sent_at=self.last_heartbeat_sent_at
+                       or self.state.get('last_heartbeat_sent_at'),
+                       stopped_at=now if stopped else None, last_error=None)
         if self.c is not None and self.c.connection.state != UP and self.c.connection.last_error is not None:
-            self.state['last_error'] = str(self.c.connection.last_error)
-        else:
-            self.state['last_error'] = None
+            figures['last_error'] = str(self.c.connection.last_error)
+        figures.pop('heartbeat_at', None)
+        recent = self._state_written_at is not None and now - self._state_written_at < STATE_WRITE_INTERVAL
+        if not force and recent and figures == self._state_written:
+            return
+        self.state = dict(figures, heartbeat_at=now)
         try:
             state.write_json(daemon_state_path(self.settings), self.state)
             self._state_written_at = now
+            self._state_written = figures
         except OSError as error:
             log.error('cannot write %s (%s); health checks may report the reconciler as dead',
                       daemon_state_path(self.settings), error.strerror or error)
@@ -701,16 +709,20 @@ def run_once(settings, clock=time.time, rand=random.random, session_factory=lamb
         connection = daemon.c.connection
         depth = daemon.stats.get('depth', 0)
         if connection.state != UP:
-            return 1, 'AccountDB unreachable ({0}); {1} events kept in the outbox'.format(
-                connection.last_error or 'no answer', depth)
+            return 1, 'AccountDB unreachable ({0}); {1} kept in the outbox'.format(
+                connection.last_error or 'no answer', _plural(depth, 'event'))
         delivered = result.delivered if result is not None else 0
-        return 0, 'delivered {0} events; {1} kept in the outbox; inventory {2}'.format(
-            delivered, depth, daemon.c.inventory.last_outcome)
+        return 0, 'delivered {0}; {1} kept in the outbox; inventory {2}'.format(
+            _plural(delivered, 'event'), depth, daemon.c.inventory.last_outcome)
     finally:
         if daemon.c is not None:
             daemon.c.delivery.return_in_flight()
             daemon.c.close()
         os.close(daemon._lock_fd)
+
+
+def _plural(count, noun):
+    return '{0} {1}{2}'.format(count, noun, '' if count == 1 else 's')
 
 
 def _rfc3339(epoch):

@@ -97,6 +97,7 @@ class Delivery:
         self.totals = {'accepted': 0, 'duplicate': 0, 'rejected': 0, 'filtered': 0,
                        'quarantined': 0, 'released': 0}
         self.in_flight = []   # entries claimed and not yet settled (returned on shutdown)
+        self.returned_on_interrupt = 0   # events the last interrupted pass returned to ready
 
     def run(self):
         """Deliver what can be delivered now; return a :class:`PassResult`.
@@ -106,8 +107,12 @@ class Delivery:
         timer propagates after the in-flight batch was returned to ready.
         """
         result = PassResult()
+        self.returned_on_interrupt = 0
         try:
             self._drain(result)
+        except Interrupted:
+            self.returned_on_interrupt = self.return_in_flight(result)
+            raise
         finally:
             self.return_in_flight(result)
         for key in self.totals:

@@ -59,7 +59,7 @@ def test_transient_failures_back_off_open_the_breaker_and_recover_with_one_log_e
     warnings = _messages(caplog, logging.WARNING)
     assert len(warnings) == 1, warnings
     assert warnings[0].startswith('AccountDB unreachable (HTTP 503: injected fault: HTTP 503, during health check')
-    assert '37 events kept in outbox, next try in 0.5 s' in warnings[0]
+    assert '37 events kept in outbox, next try in 0.50 s' in warnings[0]
 
     dev_accountdb.set_faults([])
     clock.now += 10   # breaker half-opens: the health endpoint is probed first, then the call

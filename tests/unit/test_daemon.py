@@ -88,18 +88,22 @@ def test_start_step_shutdown(site):
     os.close(daemon.acquire_lock(site.settings['paths.state_dir']))   # released
 
 
-def test_heartbeat_body_carries_version_outbox_breaker_and_health(site):
+def test_heartbeat_carries_version_outbox_breaker_and_health(site):
     runner = site.daemon()
     runner.start()
     try:
-        site.server.set_faults([{'mode': 'refuse', 'path': '/api/v1/events'}])
-        site.outbox.spool(_event(100))
         runner.step()
         beat = site.server.dump()['heartbeats']['pve1']['last']
-        assert beat['agent_version'] and beat['node'] == 'pve1'
-        assert beat['outbox']['depth'] == 1 and beat['breaker'] == 'closed'
+        assert beat['agent_version'] and beat['node'] == 'pve1' and beat['sent_at'].endswith('Z')
+        assert beat['outbox']['depth'] == 0 and beat['breaker'] == 'closed'
         assert beat['health']['status'] in ('OK', 'WARNING', 'CRITICAL', 'UNKNOWN')
-        assert {check['name'] for check in beat['health']['checks']} >= {'outbox', 'pvesh_api'}
+        assert {check['name'] for check in beat['health']['checks']} >= {'outbox', 'pvesh_api', 'breaker'}
+        assert 'reconciler' not in {check['name'] for check in beat['health']['checks']}
+        site.outbox.spool(_event(100))
+        runner._refresh_stats(force=True)
+        body = runner.heartbeat_body(runner.clock())
+        assert body['outbox']['depth'] == 1 and body['outbox']['oldest_age'] >= 0
+        assert 'health' not in body   # omitted, not faked, when no results are given
     finally:
         runner.shutdown()
 
@@ -137,13 +141,13 @@ def test_run_once_exit_codes(site, dev_accountdb):
     site.outbox.ensure()
     site.outbox.spool(_event(100))
     code, message = daemon.run_once(site.settings)
-    assert code == 0 and message.startswith('delivered 1 events; 0 kept in the outbox; inventory sent')
+    assert code == 0 and message == 'delivered 1 event; 0 kept in the outbox; inventory sent'
     site.outbox.spool(_event(100, 'pre-stop'))
     dev_accountdb.set_faults([{'mode': 'refuse'}])
     code, message = daemon.run_once(site.settings)
     assert code == 1
     assert message.startswith('AccountDB unreachable (connection to AccountDB ')
-    assert message.endswith('; 1 events kept in the outbox')
+    assert message.endswith('; 1 event kept in the outbox')
     saved = site.daemon_state()
     assert saved.get('heartbeat_at') is None and saved['once_at']   # a one-shot run is not a live daemon
 
