@@ -19,15 +19,15 @@ def accountdb(tmp_path):
 
 @pytest.fixture
 def make_node(tmp_path):
-    """Return a factory ``make_node(name='pve1', accountdb=None, settings=None, env=None, pve_root=None, prefix=())``.
+    """Return a factory ``make_node(name='pve1', accountdb=None, settings=None, env=None, pve_root=None, prefix=(), view='')``.
 
     Every node made is closed at the end (daemon killed, journal socket removed).
     """
     nodes = []
 
-    def make(name='pve1', accountdb=None, settings=None, env=None, pve_root=None, prefix=()):
+    def make(name='pve1', accountdb=None, settings=None, env=None, pve_root=None, prefix=(), view=''):
         node = Node(tmp_path / name, name, accountdb=accountdb, settings=settings, env=env, pve_root=pve_root,
-                    prefix=prefix)
+                    prefix=prefix, view=view)
         nodes.append(node)
         return node
 

@@ -233,14 +233,17 @@ class Node:
 
     ``root`` is a directory of its own (e.g. ``tmp_path / 'pve1'``); ``name``
     the node name; ``prefix`` an argv prefix for every process of the node
-    (e.g. ``nsenter -t PID -m --`` to run inside a mount namespace); ``accountdb`` an object with ``.url`` and ``.token_file``
+    (e.g. ``nsenter -t PID -m --`` to run inside a mount namespace) and
+    ``view`` the prefix under which this process sees the node's files
+    (``/proc/PID/root`` for that namespace, else ''); ``accountdb`` an object with ``.url`` and ``.token_file``
     (the fixture from tests/support/accountdb.py) or None; ``settings``
     extra {dotted key: value} written into the config file; ``env`` extra
     environment for every process (e.g. the pvesh shim's FAKEPVE_SHIM_CONFIG).
     """
 
-    def __init__(self, root, name, accountdb=None, settings=None, env=None, pve_root=None, prefix=()):
+    def __init__(self, root, name, accountdb=None, settings=None, env=None, pve_root=None, prefix=(), view=''):
         self.prefix = list(prefix)
+        self.view = view
         self.root = str(root)
         self.name = name
         os.makedirs(self.root, exist_ok=True)
@@ -429,7 +432,7 @@ class Node:
     # -- outbox --------------------------------------------------------
     def outbox_dir(self, sub):
         """Return the path of outbox subdirectory ``sub`` (ready, claimed, dead, quarantine, tmp)."""
-        return os.path.join(self.spool_dir, 'outbox', sub)
+        return self.view + os.path.join(self.spool_dir, 'outbox', sub)
 
     def outbox_files(self, sub, suffix='.json'):
         """Return the sorted file names in outbox subdirectory ``sub`` ending in ``suffix``."""
