@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 APT_TEST_PACKAGES = python3-venv python3-click python3-yaml python3-requests python3-urllib3 \
 	python3-systemd libsystemd-dev pkg-config gcc python3-dev systemd util-linux logrotate
 
-.PHONY: help apt-deps venv venv-debian test test-current test-debian demo docs check-docs soak bench clean
+.PHONY: help apt-deps venv venv-debian test test-current test-debian demo docs check-docs soak bench clean deb deb-check
 
 help:
 	@echo "make demo   - scripted scenario on a simulated node (see README)"
@@ -19,6 +19,8 @@ help:
 	@echo "make docs   - regenerate docs/configuration.md from the schema"
 	@echo "make soak   - full-size fault-injection suite"
 	@echo "make bench  - benchmarks (figures go in docs/performance.md)"
+	@echo "make deb    - build the Debian package into dist/ (docs/packaging.md)"
+	@echo "make deb-check - build, lintian, install, test the installed package, purge (CI)"
 
 apt-deps:
 	@missing=""; for p in $(APT_TEST_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -70,5 +72,13 @@ soak: venv
 bench: venv
 	@for b in benchmarks/*.py; do echo "== $$b"; $(VENV)/bin/python $$b || exit 1; done
 
+# The Debian package, built from a copy of the tree with Debian's python3
+# (packaging/build-deb.sh); deb-check is the packaging check CI runs.
+deb:
+	packaging/build-deb.sh
+
+deb-check:
+	packaging/deb-check.sh
+
 clean:
-	rm -rf $(VENV) $(DEBIAN_VENV) .scratch build *.egg-info
+	rm -rf $(VENV) $(DEBIAN_VENV) .scratch build *.egg-info dist

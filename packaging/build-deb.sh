@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Build the pve-hooks .deb from a copy of the tree (files git tracks plus
+# untracked, non-ignored ones: a .venv, build output or caches never leak in)
+# and copy it into dist/. Installs the build dependencies with apt if missing.
+# Usage: packaging/build-deb.sh   (run as root on Debian 12, from anywhere)
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+top=$PWD
+# Debian's tools and Debian's python3: no pyenv or venv shim first on PATH.
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+unset VIRTUAL_ENV PYTHONPATH PYTHONHOME
+BUILD_DEPS="debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools python3-click
+ python3-yaml python3-requests python3-urllib3 python3-systemd dpkg-dev fakeroot man-db"
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "build dependencies"
+missing=""
+for pkg in $BUILD_DEPS; do
+	dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"
+done
+if [ -n "$missing" ]; then
+	echo "installing:$missing"
+	apt-get update -q
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing
+else
+	echo "all installed"
+fi
+
+step "copy of the tree in .scratch/deb"
+work=$top/.scratch/deb
+rm -rf "$work"
+mkdir -p "$top/dist"
+packaging/copy-tree.sh "$work/src"
+
+step "dpkg-buildpackage -us -uc -b"
+(cd "$work/src" && dpkg-buildpackage -us -uc -b) > "$work/build.log" 2>&1 || {
+	tail -n 60 "$work/build.log" >&2
+	echo "build failed; full log: $work/build.log" >&2
+	exit 1
+}
+rm -f "$top"/dist/pve-hooks_*.deb
+cp "$work"/pve-hooks_*.deb "$top/dist/"
+ls -l "$top"/dist/pve-hooks_*.deb

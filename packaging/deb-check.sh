@@ -1,0 +1,236 @@
+#!/usr/bin/env bash
+# The packaging check CI runs (`make deb-check`), as root on a Debian 12 machine:
+#  1. build the .deb from a copy of the tree (packaging/build-deb.sh);
+#  2. lintian: no errors and no warnings;
+#  3. install it with apt, then check files, modes, the conffile, the tmpfiles
+#     directories, the hookscript copy in the snippets storage, the unit
+#     (systemd-analyze verify, failing on any warning) and record its
+#     `systemd-analyze security --offline=yes` exposure;
+#  4. run the installed CLI under MemoryDenyWriteExecute (prctl PR_SET_MDWE);
+#  5. reinstall (the upgrade path of the maintainer scripts);
+#  6. run tests/unit and tests/integration against the INSTALLED package with
+#     /usr/bin/python3 and Debian's python3 libraries;
+#  7. purge, and check what remains (the spool only while it holds events).
+# Whatever pve-hooks state existed on the machine before is moved aside and
+# put back at the end. Logs: .scratch/deb-check/.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+top=$PWD
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+unset VIRTUAL_ENV PYTHONPATH PYTHONHOME
+export DEBIAN_FRONTEND=noninteractive
+work=$top/.scratch/deb-check
+unit=pve-hooks-reconciler.service
+spool=/var/spool/pve-hooks
+state=/var/lib/pve-hooks
+snippets=/var/lib/vz/snippets
+hookscript=/usr/share/pve-hooks/hookscripts/accountdb-hook
+started=$(date +%s)
+
+step() { printf '\n== %s\n' "$*"; }
+fail() { printf 'deb-check: FAIL: %s\n' "$*" >&2; exit 1; }
+mode_of() { stat -c '%a %U:%G' "$1"; }
+expect_mode() { # path "mode owner:group"
+	[ -e "$1" ] || fail "$1 is missing"
+	[ "$(mode_of "$1")" = "$2" ] || fail "$1 is $(mode_of "$1"), expected $2"
+	echo "ok  $1 $2"
+}
+apt_install() { apt-get install -y -q -o DPkg::Lock::Timeout=300 --no-install-recommends "$@"; }
+
+[ "$(id -u)" = 0 ] || fail "run as root (it installs and purges the package)"
+rm -rf "$work"
+mkdir -p "$work/saved"
+
+# --- put the machine's own pve-hooks state aside; restore it on exit -------
+created_vz=""
+restore() {
+	status=$?
+	if dpkg -s pve-hooks >/dev/null 2>&1; then
+		apt-get purge -y -q pve-hooks >>"$work/cleanup.log" 2>&1 || true
+	fi
+	for path in /etc/pve-hooks "$state" "$spool" "$snippets/accountdb-hook"; do
+		name=$(echo "$path" | tr / _)
+		if [ -e "$work/saved/$name" ]; then
+			rm -rf "$path"
+			mkdir -p "$(dirname "$path")"
+			mv "$work/saved/$name" "$path"
+		fi
+	done
+	[ -z "$created_vz" ] || rm -rf "$created_vz"
+	exit $status
+}
+trap restore EXIT
+if dpkg -s pve-hooks >/dev/null 2>&1; then
+	echo "purging the pve-hooks package already installed"
+	apt-get purge -y -q pve-hooks >"$work/preclean.log" 2>&1
+fi
+for path in /etc/pve-hooks "$state" "$spool" "$snippets/accountdb-hook"; do
+	if [ -e "$path" ]; then
+		echo "moving the existing $path aside (restored at the end)"
+		mv "$path" "$work/saved/$(echo "$path" | tr / _)"
+	fi
+done
+if [ ! -d "$snippets" ]; then
+	# The snippets directory of Proxmox's `local` storage, as on a real node.
+	[ -d /var/lib/vz ] || created_vz=/var/lib/vz
+	[ -n "$created_vz" ] || created_vz=$snippets
+	mkdir -p "$snippets"
+fi
+
+step "1. build"
+packaging/build-deb.sh
+deb=$(ls "$top"/dist/pve-hooks_*_all.deb)
+dpkg-deb -c "$deb" | grep -q "\./usr/share/pve-hooks/hookscripts/accountdb-hook$" \
+	|| fail "the hookscript is not in the package (hookscripts/accountdb-hook missing from the tree?)"
+
+step "2. lintian (no errors, no warnings)"
+if ! lintian --fail-on error,warning --tag-display-limit 0 "$deb" 2>/dev/null | tee "$work/lintian.txt"; then
+	fail "lintian reported errors or warnings (above); fix them or override with a justification in debian/pve-hooks.lintian-overrides"
+fi
+grep -qE '^[EW]: ' "$work/lintian.txt" && fail "lintian reported errors or warnings (above)"
+echo "lintian: clean"
+
+step "3. install with apt"
+missing=""
+for pkg in python3-click python3-yaml python3-requests python3-urllib3 python3-systemd systemd; do
+	dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"
+done
+[ -z "$missing" ] || apt-get update -q
+apt_install "$deb" >"$work/install.log" 2>&1 || { cat "$work/install.log"; fail "apt-get install failed"; }
+grep -E 'pve-hooks|Error' "$work/install.log" | grep -v 'Reading database' || true
+
+step "3a. files, modes, conffile"
+expect_mode /usr/bin/pve-hooks "755 root:root"
+expect_mode "$hookscript" "755 root:root"
+head -n1 "$hookscript" | grep -q '^#!/usr/bin/python3' || fail "$hookscript does not start with #!/usr/bin/python3"
+expect_mode /etc/pve-hooks/config.yaml "644 root:root"
+expect_mode /etc/pve-hooks/hooks.d "755 root:root"
+expect_mode /lib/systemd/system/$unit "644 root:root"
+expect_mode /usr/lib/tmpfiles.d/pve-hooks.conf "644 root:root"
+expect_mode /usr/share/man/man1/pve-hooks.1.gz "644 root:root"
+expect_mode /etc/logrotate.d/pve-hooks "644 root:root"
+dpkg-query -W -f='${Conffiles}\n' pve-hooks | grep -q '^ /etc/pve-hooks/config.yaml ' \
+	|| fail "/etc/pve-hooks/config.yaml is not a conffile"
+echo "ok  /etc/pve-hooks/config.yaml is a conffile"
+pve-hooks config sample | diff -u - /etc/pve-hooks/config.yaml >/dev/null \
+	|| fail "/etc/pve-hooks/config.yaml differs from 'pve-hooks config sample'"
+pve-hooks --config /etc/pve-hooks/config.yaml config check
+(cd / && python3 -c 'import pve_hooks, sys; sys.exit(not pve_hooks.__file__.startswith("/usr/lib/python3/dist-packages/"))') \
+	|| fail "the installed pve_hooks is not in /usr/lib/python3/dist-packages"
+man -w pve-hooks >/dev/null || fail "man pve-hooks finds no page"
+man pve-hooks 2>/dev/null | grep -q 'pve-hooks attach' || fail "the man page lacks the attach command"
+echo "ok  man pve-hooks"
+
+step "3b. tmpfiles directories (PID 1 is not systemd here: run systemd-tmpfiles ourselves)"
+systemd-tmpfiles --create pve-hooks.conf
+expect_mode "$spool" "700 root:root"
+expect_mode "$state" "700 root:root"
+
+step "3c. hookscript copy in the snippets storage"
+[ -f "$snippets/accountdb-hook" ] && [ ! -L "$snippets/accountdb-hook" ] \
+	|| fail "$snippets/accountdb-hook is missing or a symlink"
+cmp -s "$hookscript" "$snippets/accountdb-hook" || fail "$snippets/accountdb-hook differs from $hookscript"
+expect_mode "$snippets/accountdb-hook" "755 root:root"
+pve-hooks snippets status
+
+step "3d. the unit: systemd-analyze verify (any warning fails) and security exposure"
+systemd-analyze verify /lib/systemd/system/$unit >"$work/verify.txt" 2>&1 || true
+if [ -s "$work/verify.txt" ]; then
+	cat "$work/verify.txt"
+	fail "systemd-analyze verify printed the warnings above"
+fi
+echo "systemd-analyze verify: clean"
+systemd-analyze security --offline=yes /lib/systemd/system/$unit >"$work/security.txt" 2>&1
+exposure=$(grep -o 'Overall exposure level for [^:]*: [0-9.]* [A-Z]*' "$work/security.txt") \
+	|| { cat "$work/security.txt"; fail "no exposure level in systemd-analyze security output"; }
+echo "$exposure (details: $work/security.txt)"
+
+step "3e. the hookscript works before the daemon ever ran"
+(cd / && env -i PATH=/sbin:/bin:/usr/sbin:/usr/bin LC_ALL=C "$snippets/accountdb-hook" 100 pre-start </dev/null) \
+	|| fail "the hookscript exited non-zero"
+events=$(find "$spool/outbox/ready" -type f -name '*.json' | wc -l)
+[ "$events" -ge 1 ] || fail "the hookscript left no event in $spool/outbox/ready"
+echo "ok  hookscript spooled $events event(s)"
+
+step "4. the installed CLI under MemoryDenyWriteExecute"
+(cd / && python3 -) <<'EOF'
+import ctypes, os, subprocess, sys
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.prctl(65, 1, 0, 0, 0) != 0:  # PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN (Linux >= 6.3)
+    print('kernel without PR_SET_MDWE: skipped')
+    sys.exit(0)
+script = ('import mmap, pkgutil, importlib, pve_hooks\n'
+          'for m in pkgutil.walk_packages(pve_hooks.__path__, "pve_hooks."):\n'
+          '    if not m.name.endswith(".__main__"):\n'
+          '        importlib.import_module(m.name)\n'
+          'import requests, yaml, click, systemd.journal\n'
+          'try:\n'
+          '    mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)\n'
+          '    raise SystemExit("W+X memory allowed: MDWE is not in force")\n'
+          'except OSError:\n'
+          '    pass\n')
+subprocess.run(['/usr/bin/python3', '-c', script], check=True)
+for argv in (['pve-hooks', '--help'], ['pve-hooks', 'config', 'check'], ['pve-hooks', 'attached', '--json']):
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+print('ok  every pve_hooks module imports and the CLI runs with W+X memory refused')
+EOF
+
+step "5. reinstall (maintainer scripts' upgrade path)"
+apt_install --reinstall "$deb" >"$work/reinstall.log" 2>&1 || { cat "$work/reinstall.log"; fail "reinstall failed"; }
+grep -q 'is up to date' "$work/reinstall.log" || { cat "$work/reinstall.log"; fail "postinst did not check the hookscript copy"; }
+cmp -s "$hookscript" "$snippets/accountdb-hook" || fail "the hookscript copy changed on reinstall"
+echo "ok  reinstall kept the hookscript copy current"
+
+step "6. test suite against the installed package (/usr/bin/python3, Debian's libraries)"
+# A venv with --system-site-packages: click, yaml, requests, urllib3 and
+# systemd come from Debian (/usr/lib/python3/dist-packages); only the test
+# tools (pytest, fakepve, ...) from PyPI. pve_hooks is NOT installed in it.
+# The tests run from a copy of the tree in which pve_hooks/ and the
+# hookscript are symlinks to the INSTALLED files, so imports, subprocesses
+# and the tests that read the sources all see what the package installed;
+# bin/pve-hooks next to the interpreter is the installed /usr/bin/pve-hooks.
+venv=$work/venv
+/usr/bin/python3 -m venv --system-site-packages "$venv"
+"$venv/bin/pip" install -q --disable-pip-version-check -r requirements-test.txt >"$work/pip.log" 2>&1 \
+	|| { tail -n 20 "$work/pip.log"; fail "pip install -r requirements-test.txt failed"; }
+ln -s /usr/bin/pve-hooks "$venv/bin/pve-hooks"
+tree=$work/tree
+packaging/copy-tree.sh "$tree" pve_hooks hookscripts/accountdb-hook
+ln -s /usr/lib/python3/dist-packages/pve_hooks "$tree/pve_hooks"
+mkdir -p "$tree/hookscripts"
+ln -s "$hookscript" "$tree/hookscripts/accountdb-hook"
+(cd "$tree" && "$venv/bin/python" - <<'EOF'
+import os, click, pve_hooks, requests, urllib3, yaml
+for module in (pve_hooks, click, requests, urllib3, yaml):
+    real = os.path.realpath(module.__file__)
+    assert real.startswith('/usr/lib/python3/dist-packages/'), real
+print('pve_hooks', pve_hooks.__version__, 'from', os.path.realpath(pve_hooks.__file__))
+print('Debian libraries: click', click.__version__, 'requests', requests.__version__,
+      'urllib3', urllib3.__version__, 'PyYAML', yaml.__version__)
+EOF
+)
+(cd "$tree" && "$venv/bin/python" -m pytest -q -p no:cacheprovider -m "not soak" tests/unit tests/integration) \
+	|| fail "tests failed against the installed package"
+
+step "7. purge: config and state go; the spool stays while it holds events"
+apt-get purge -y -q pve-hooks >"$work/purge.log" 2>&1 || { cat "$work/purge.log"; fail "apt-get purge failed"; }
+grep -E '^pve-hooks:|removed|kept' "$work/purge.log" || true
+for path in /etc/pve-hooks "$state" /usr/bin/pve-hooks /lib/systemd/system/$unit "$snippets/accountdb-hook" \
+	/usr/lib/python3/dist-packages/pve_hooks; do
+	[ ! -e "$path" ] || fail "$path is still there after purge"
+	echo "ok  gone: $path"
+done
+[ -d "$spool" ] || fail "$spool was removed although it held $events event(s)"
+grep -q "kept $spool: it still holds" "$work/purge.log" || fail "purge did not say why the spool was kept"
+echo "ok  kept: $spool (it holds undelivered events), with a message"
+
+step "7b. purge without pending events removes the spool"
+rm -rf "$spool"
+apt_install "$deb" >"$work/install2.log" 2>&1 || { cat "$work/install2.log"; fail "second install failed"; }
+systemd-tmpfiles --create pve-hooks.conf
+apt-get purge -y -q pve-hooks >"$work/purge2.log" 2>&1 || { cat "$work/purge2.log"; fail "second purge failed"; }
+[ ! -e "$spool" ] || fail "$spool is still there after purging with no events in it"
+echo "ok  gone: $spool"
+
+printf '\ndeb-check: OK in %ss; %s\n' "$(($(date +%s) - started))" "$exposure"
