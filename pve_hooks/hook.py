@@ -163,9 +163,11 @@ def main(argv, environ, clock_ns=time.time_ns, random_bytes=os.urandom, stderr_f
     record = event.make_event(event_id, node, vmid, guest_type(settings['proxmox.pve_root'], node, vmid), phase,
                               event.format_time(now_ns), 0, migrated_from)
 
+    # Encoded once, outside the outbox lock; build() only splices the seq in.
+    head, _, tail = event.encode(record).partition(b'"seq":0,')
+
     def build(seq):
-        record['seq'] = seq
-        return event.encode(record)
+        return b'%s"seq":%d,%s' % (head, seq, tail)
 
     spool_failed = False
     aborting = '; the start is aborted (hook.on_error: abort)' if _exit_code(

@@ -156,8 +156,9 @@ class StateLock:
             ensure_dirs(self.spool_dir)
             self.lock_fd = os.open(lock_path, flags, 0o600)
         try:
-            fcntl.flock(self.lock_fd, fcntl.LOCK_EX)
+            # Opened before the lock so the lock is held for a pread and a pwrite only.
             self.state_fd = os.open(os.path.join(self.root, STATE_FILE), flags, 0o600)
+            fcntl.flock(self.lock_fd, fcntl.LOCK_EX)
             self._read()
         except BaseException:
             self._close()

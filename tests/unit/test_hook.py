@@ -205,3 +205,10 @@ def test_chain_not_run_when_the_start_is_aborted_anyway(site):
 
 def test_chain_scripts_missing_dir(tmp_path):
     assert hook.chain_scripts(str(tmp_path / 'none')) == []
+
+
+def test_odd_node_name_cannot_confuse_the_seq_splice(site):
+    node = 'pve"seq":0,\\ü'
+    _run(site, '100', 'pre-start', env={'PVE_HOOKS_NODE': node})
+    [ev] = _events(site)
+    assert ev['node'] == node and ev['seq'] == NOW_NS // 1000
