@@ -3,11 +3,24 @@
 Local to tests/end_to_end/ (nothing outside depends on them).
 """
 
+import os
+
 import pytest
 
-from tests.end_to_end.harness import Node
+from tests.end_to_end.harness import Node, soak
 from tests.support.accountdb import run_dev_accountdb
 from tests.support.fakepve import fake_node, fake_pve, fake_pve_pki, pve_root  # noqa: F401 (fixtures)
+
+
+def pytest_collection_modifyitems(config, items):
+    """With PVE_HOOKS_SOAK=1 (make soak), mark every scenario here ``soak``: ``-m soak`` then runs
+    them all, each at its full size (harness.size)."""
+    if not soak():
+        return
+    here = os.path.dirname(os.path.abspath(__file__))
+    for item in items:
+        if str(item.fspath).startswith(here + os.sep):
+            item.add_marker(pytest.mark.soak)
 
 
 @pytest.fixture

@@ -178,11 +178,12 @@ class HookJournal:
     returns the ids of every event the hookscript recorded, in the order the
     records arrived — the scenario's ground truth, independent of the daemon.
     The socket lives in a short temporary directory (AF_UNIX paths are
-    limited to 108 bytes).
+    limited to 108 bytes), made under ``directory`` (default: the system's
+    temporary directory).
     """
 
-    def __init__(self):
-        self.directory = tempfile.mkdtemp(prefix='e2e-j')
+    def __init__(self, directory=None):
+        self.directory = tempfile.mkdtemp(prefix='e2e-j', dir=directory)
         self.path = os.path.join(self.directory, 'journal.sock')
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 * 1024 * 1024)
@@ -238,10 +239,12 @@ class Node:
     (``/proc/PID/root`` for that namespace, else ''); ``accountdb`` an object with ``.url`` and ``.token_file``
     (the fixture from tests/support/accountdb.py) or None; ``settings``
     extra {dotted key: value} written into the config file; ``env`` extra
-    environment for every process (e.g. the pvesh shim's FAKEPVE_SHIM_CONFIG).
+    environment for every process (e.g. the pvesh shim's FAKEPVE_SHIM_CONFIG);
+    ``journal_dir`` where the hookscripts' journal socket is made.
     """
 
-    def __init__(self, root, name, accountdb=None, settings=None, env=None, pve_root=None, prefix=(), view=''):
+    def __init__(self, root, name, accountdb=None, settings=None, env=None, pve_root=None, prefix=(), view='',
+                 journal_dir=None):
         self.prefix = list(prefix)
         self.view = view
         self.root = str(root)
@@ -272,7 +275,7 @@ class Node:
             self.values['accountdb.url'] = accountdb.url
             self.values['accountdb.token_file'] = self.token_file
             write_token(self.token_file, accountdb.token)
-        self.journal = HookJournal()
+        self.journal = HookJournal(journal_dir)
         self.values['hook.journal_socket'] = self.journal.path
         self.values.update(settings or {})
         self.daemon = None
