@@ -175,6 +175,25 @@ class LineFormatter(logging.Formatter):
         return line
 
 
+class StderrHandler(logging.StreamHandler):
+    """A StreamHandler that writes to whatever ``sys.stderr`` is at the time of each record.
+
+    (click's CliRunner and pytest swap sys.stderr; a handler holding the old
+    stream would write to a closed file.)
+    """
+
+    def __init__(self):
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
 class JournalHandler(logging.Handler):
     """Send records to journald with their UPPERCASE ``extra`` keys as fields.
 
@@ -264,7 +283,7 @@ def make_handler(settings, identifier='pve-hooks', stream=None, socket_path=JOUR
             problem = ('cannot open log file {0} ({1}); check logging.file and its directory; '
                        'logging to stderr instead'.format(path, error.strerror or error))
     if handler is None:
-        handler = logging.StreamHandler(sys.stderr if stream is None else stream)
+        handler = StderrHandler() if stream is None else logging.StreamHandler(stream)
         handler.setFormatter(LineFormatter())
     handler.addFilter(RedactFilter())
     return handler, problem
@@ -321,18 +340,20 @@ def format_duration(seconds):
 class Repeat:
     """What :class:`RepeatSummariser` decided about one failure.
 
-    ``log`` says whether to log it now; ``suppressed`` is how many identical
-    failures were not logged since the last logged one; ``elapsed`` the
-    seconds since then. ``suffix`` is text to append to the message ('' for
-    the first occurrence). True when it should be logged.
+    ``log`` says whether to log it now; ``suppressed`` is how many failures
+    were not logged since the last logged one; ``elapsed`` the seconds since
+    then; ``changed`` whether this failure differs from the last logged one.
+    ``suffix`` is text to append to the message ('' when nothing was
+    suppressed). True when it should be logged.
     """
 
-    __slots__ = ('log', 'suppressed', 'elapsed')
+    __slots__ = ('log', 'suppressed', 'elapsed', 'changed')
 
-    def __init__(self, log, suppressed=0, elapsed=0.0):
+    def __init__(self, log, suppressed=0, elapsed=0.0, changed=False):
         self.log = log
         self.suppressed = suppressed
         self.elapsed = elapsed
+        self.changed = changed
 
     def __bool__(self):
         return self.log
@@ -341,11 +362,13 @@ class Repeat:
     def suffix(self):
         if not self.log or not self.suppressed:
             return ''
-        return '; same failure {0} more time{1} in the last {2}'.format(
-            self.suppressed, '' if self.suppressed == 1 else 's', format_duration(self.elapsed))
+        return '; {0} {1} more time{2} in the last {3}'.format(
+            'the previous failure happened' if self.changed else 'same failure', self.suppressed,
+            '' if self.suppressed == 1 else 's', format_duration(self.elapsed))
 
     def __repr__(self):
-        return 'Repeat(log={0}, suppressed={1}, elapsed={2})'.format(self.log, self.suppressed, self.elapsed)
+        return 'Repeat(log={0}, suppressed={1}, elapsed={2}, changed={3})'.format(
+            self.log, self.suppressed, self.elapsed, self.changed)
 
 
 class RepeatSummariser:
@@ -380,9 +403,9 @@ class RepeatSummariser:
         state[2] += 1
         elapsed = now - state[0]
         if elapsed >= self.window or detail != state[3]:
-            suppressed = state[1]
+            suppressed, changed = state[1], detail != state[3]
             state[0], state[1], state[3] = now, 0, detail
-            return Repeat(True, suppressed, elapsed)
+            return Repeat(True, suppressed, elapsed, changed)
         state[1] += 1
         return Repeat(False, state[1], elapsed)
 

@@ -44,6 +44,14 @@ def test_stderr_line_has_level_message_and_fields(settings):
     assert stream.getvalue() == 'WARNING AccountDB unreachable (refused); 3 events kept phase=pre-start vmid=100\n'
 
 
+def test_default_stream_is_the_current_stderr(settings, monkeypatch):
+    logsetup.configure(settings(logging__target='stderr'), socket_path='/nonexistent/socket')
+    later = io.StringIO()
+    monkeypatch.setattr('sys.stderr', later)
+    logging.getLogger('x').warning('to the stderr of now')
+    assert later.getvalue() == 'WARNING to the stderr of now\n'
+
+
 def test_level_is_applied(settings):
     stream = configured(settings, logging__target='stderr', logging__level='warning')
     log = logging.getLogger('pve_hooks.test')
@@ -246,8 +254,8 @@ def test_repeat_summariser_logs_a_different_failure_at_once():
     repeats.failed('accountdb', 'connection refused')
     repeats.failed('accountdb', 'connection refused')
     changed = repeats.failed('accountdb', 'HTTP 503')
-    assert changed.log and changed.suppressed == 1
-    assert changed.suffix == '; same failure 1 more time in the last 0 s'
+    assert changed.log and changed.suppressed == 1 and changed.changed
+    assert changed.suffix == '; the previous failure happened 1 more time in the last 0 s'
 
 
 def test_repeat_summariser_keys_are_independent():
