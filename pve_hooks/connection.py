@@ -75,6 +75,12 @@ class Connection:
         self._probe_needed = True
         self._repeats = RepeatSummariser(clock=clock)
 
+    def inherit(self, other):
+        """Take over ``other``'s state and schedule (a configuration reload), so nothing is logged twice."""
+        for name in ('state', 'kind', 'last_error', 'attempt', 'next_try_at', 'last_ok_at', 'server_version',
+                     '_probe_needed', '_repeats'):
+            setattr(self, name, getattr(other, name))
+
     # -- scheduling -----------------------------------------------------------------
     def due(self, now=None):
         """True when no backoff is pending (the breaker is asked by :meth:`call` itself)."""

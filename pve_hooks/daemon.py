@@ -45,10 +45,14 @@ log = logging.getLogger(__name__)
 
 STATE_FILE = 'daemon.json'
 LOCK_FILE = 'reconcile.lock'
+# Alert condition for 404/405/TLS failures (alerts.CONDITIONS has the auth one).
+ACCOUNTDB_CONFIGURATION = 'accountdb_configuration'
 # Longest sleep between two loop iterations, so daemon.json's heartbeat_at stays fresh.
 MAX_SLEEP = 30.0
 # daemon.json is rewritten at most this often (it is fsync'ed).
 STATE_WRITE_INTERVAL = 1.0
+# Shortest wait before retrying a job whose retry time has already passed.
+MIN_RETRY_WAIT = 0.05
 
 
 class AlreadyRunning(Exception):
@@ -194,6 +198,7 @@ class Daemon:
         self._watchdog_at = 0.0
         self._delivery_at = 0.0
         self._heartbeat_at = 0.0
+        self._whitelist_at = 0.0
         self._dropped_seen = None
         self._health = None       # (results, overall status) of the last health run
         self._breaker_left_closed_at = None
@@ -235,9 +240,9 @@ class Daemon:
                 extra={'BREAKER_STATE': new})
 
     def on_connection_change(self, old, new, error):
-        """Connection up/down transitions: drive the auth alert."""
-        kind = getattr(error, 'kind', None)
-        self.alerter.accountdb_auth(new != UP and kind == 'auth', getattr(error, 'reason', '') or '')
+        """Connection up/down transitions: a whitelist refresh is due as soon as AccountDB answers again."""
+        if new == UP:
+            self._whitelist_at = 0.0
 
     def on_pvesh_result(self, consecutive_failures, reason):
         """Called after each inventory read: the pvesh alert."""
@@ -368,19 +373,25 @@ class Daemon:
             self._interruptible = False
         self._bookkeeping()
 
-    def sleep(self):
-        """Wait for an outbox event, a signal or the next deadline (never a busy loop)."""
-        now = self.clock()
-        deadlines = [now + MAX_SLEEP, self.c.inventory.next_at, self._heartbeat_at, self._delivery_at]
+    def next_wakeup(self, now):
+        """Return the epoch of the earliest scheduled job (at most MAX_SLEEP after ``now``).
+
+        Every deadline here moves forward when its job runs or is skipped,
+        so the loop never spins while AccountDB is down.
+        """
+        deadlines = [now + MAX_SLEEP, self.c.inventory.next_at, self._heartbeat_at, self._delivery_at,
+                     self._whitelist_at]
         if self.c.inventory.pending is not None:
-            deadlines.append(self.c.connection.next_try_at)
-        if self.c.whitelist is not None:
-            deadlines.append((self.c.whitelist.status(now).get('last_attempt_at') or now)
-                             + self.settings['whitelist.refresh_interval'])
+            deadlines.append(max(self.c.connection.next_try_at, now + MIN_RETRY_WAIT))
         interval = self.notifier.watchdog_interval()
         if interval:
             deadlines.append(self._watchdog_at + interval)
-        timeout = max(0.0, min(deadlines) - now)
+        return min(deadlines)
+
+    def sleep(self):
+        """Wait for an outbox event, a signal or the next deadline (never a busy loop)."""
+        now = self.clock()
+        timeout = max(0.0, self.next_wakeup(now) - now)
         if self.watch is not None and not self.watch.available and self.watch.rewatch():
             log.info('watching %s for new events again', self.watch.path)
         readable = dirwatch.wait([self.watch if self.watch and self.watch.available else None,
@@ -398,10 +409,15 @@ class Daemon:
 
     # -- jobs -----------------------------------------------------------------------
     def _whitelist(self, now):
+        """Refresh the whitelist when due, only while AccountDB answers (it is re-armed when it does again)."""
+        if now < self._whitelist_at:
+            return
         if self.c.whitelist is None or not self.settings['accountdb.url']:
+            self._whitelist_at = float('inf')
             return
+        self._whitelist_at = now + self.settings['whitelist.refresh_interval']
         if self.c.connection.state != UP or not self.c.connection.due(now):
-            return
+            return   # on_connection_change re-arms it when AccountDB answers again
         outcome = self.c.whitelist.refresh_if_due(_ThroughConnection(self.c.connection), now)
         if outcome in ('updated', 'unchanged'):
             self.registry.set(metrics.LAST_WHITELIST_REFRESH, now)
@@ -566,12 +582,20 @@ class Daemon:
             self._dropped_seen = dropped
             self.alerter.outbox(stats.get('depth') or 0, dropped_since)
             self.alerter.dead_letters(stats.get('dead') or 0)
+            connection = self.c.connection
+            failing = connection.state != UP and connection.last_error is not None
+            reason = str(connection.last_error) if failing else ''
+            self.alerter.accountdb_auth(failing and connection.kind == 'auth', reason)
+            self.alerter.update(ACCOUNTDB_CONFIGURATION, failing and connection.kind == 'configuration',
+                                'AccountDB endpoint or TLS misconfigured ({0}); events wait in the outbox'.format(
+                                    reason) if failing else 'AccountDB configuration works again',
+                                {'reason': reason})
             if self.c.whitelist is not None:
                 age = self.c.whitelist.age(now)
                 if age is not None:
                     self.registry.set(metrics.WHITELIST_AGE, age)
                 self.alerter.whitelist(age)
-            for condition in alerts.CONDITIONS:
+            for condition in alerts.CONDITIONS + (ACCOUNTDB_CONFIGURATION,):
                 self.registry.set(metrics.ALERT_ACTIVE, 1 if condition in self.alerter.active() else 0,
                                   condition=condition)
         except Exception as error:  # alerts and metrics never stop the daemon
@@ -652,6 +676,9 @@ class Daemon:
             return False
         old.delivery.return_in_flight()
         old.close()
+        if new['accountdb.url'] == old_settings['accountdb.url']:
+            components.connection.inherit(old.connection)
+        components.inventory.pvesh_failures = old.inventory.pvesh_failures
         self.c = components
         self.alerter.settings = new
         if new['paths.state_dir'] != old_settings['paths.state_dir']:

@@ -13,6 +13,14 @@ from tests.support.accountdb import dev_accountdb  # noqa: F401 (fixture)
 from tests.support.fakepve import fake_node, fake_pve, fake_pve_pki, pve_root  # noqa: F401 (fixtures)
 
 
+class Clock:
+    def __init__(self, now=1795689326.0):
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+
 def _event(vmid, phase='post-start'):
     return {'schema': 1, 'node': 'pve1', 'vmid': vmid, 'guest_type': 'qemu', 'phase': phase,
             'occurred_at': '2026-11-26T10:35:26.123456Z', 'source': 'hookscript'}
@@ -23,8 +31,8 @@ class Site:
         self.server = server
         self.tmp_path = tmp_path
         self.overrides = ['proxmox.pvesh=' + node.fake.pvesh, 'proxmox.pve_root=' + node.pve_root,
-                          'metrics.textfile=' + str(tmp_path / 'pve-hooks.prom'), 'health.pvesh_timeout=3',
-                          'proxmox.pvesh_timeout=3'] + list(overrides)
+                          'metrics.textfile=' + str(tmp_path / 'pve-hooks.prom'), 'health.pvesh_timeout=10',
+                          'proxmox.pvesh_timeout=10'] + list(overrides)
         self.settings = self.load()
         self.notify_path = str(tmp_path / 'notify.sock')
         self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -165,3 +173,35 @@ def test_accountdb_url_missing_keeps_events_and_says_so(site, caplog):
     assert site.outbox.stats()['depth'] == 1
     saved = site.daemon_state()
     assert saved['connection'] == 'down' and 'accountdb.url is not set' in saved['last_error']
+
+
+def test_no_busy_loop_while_accountdb_is_down(dev_accountdb, fake_node, tmp_path):
+    clock = Clock()
+    site = Site(dev_accountdb, fake_node, tmp_path, 'whitelist.refresh_interval=1', 'reconcile.heartbeat_interval=5',
+                'retry.base_delay=2', 'retry.max_delay=8')
+    dev_accountdb.set_faults([{'mode': 'refuse'}])
+    runner = daemon.Daemon(site.settings, install_signals=False, clock=clock, rand=lambda: 0.5,
+                           notifier=Notifier(env={}))
+    runner.start()
+    try:
+        site.outbox.spool(_event(100))
+        waits = []
+        for _iteration in range(12):
+            runner.step()
+            wake = runner.next_wakeup(clock.now)
+            waits.append(wake - clock.now)
+            clock.now = max(wake, clock.now)
+        # every iteration sleeps: the whitelist, delivery, inventory and heartbeat deadlines all move on
+        assert min(waits) >= daemon.MIN_RETRY_WAIT, waits
+        assert site.outbox.stats()['depth'] == 1
+        assert runner.c.connection.state == 'down'
+        dev_accountdb.set_faults([])
+        for _iteration in range(30):   # recovers by itself once the breaker lets a probe through
+            clock.now = max(runner.next_wakeup(clock.now), clock.now)
+            runner.step()
+            if not site.outbox.stats()['depth']:
+                break
+        assert site.outbox.stats()['depth'] == 0 and runner.c.connection.state == 'up'
+        assert len(dev_accountdb.events()) == 1
+    finally:
+        runner.shutdown()

@@ -29,7 +29,7 @@ class Site:
         self.node = node
         self.clock = Clock()
         self.settings = server.settings('proxmox.pvesh=' + node.fake.pvesh, 'proxmox.pve_root=' + node.pve_root,
-                                        'proxmox.pvesh_timeout=2', 'reconcile.interval=60',
+                                        'proxmox.pvesh_timeout=10', 'reconcile.interval=60',
                                         'reconcile.reread_interval=600', 'reconcile.full_resync_interval=3600',
                                         'retry.base_delay=1', 'retry.max_delay=4', *overrides,
                                         directory=str(tmp_path / 'client'))
@@ -122,6 +122,7 @@ def test_full_resync_sends_an_unchanged_inventory(site):
 @pytest.mark.parametrize('fault', ['fail', 'garbage', 'empty', 'hang'])
 def test_a_failed_pvesh_read_never_sends_and_never_wipes(site, fault, caplog):
     assert site.sync.run() == reconcile.SENT
+    site.settings['proxmox.pvesh_timeout'] = 1.5   # a hang costs this much per read
     site.node.fake.set_fault(fault, paths=['/nodes/pve1/lxc'])
     site.node.destroy_guest(101)   # .vmlist changes: a read is attempted
     site.clock.now += 60
@@ -133,6 +134,7 @@ def test_a_failed_pvesh_read_never_sends_and_never_wipes(site, fault, caplog):
     assert len(caplog.records) == 1 and 'inventory not sent' in caplog.records[0].getMessage()
     assert site.failures == [0, 1, 2]
     site.node.fake.set_fault(None)
+    site.settings['proxmox.pvesh_timeout'] = 10
     site.clock.now += 60
     assert site.sync.run() == reconcile.SENT
     assert site.guests() == [100] and site.failures[-1] == 0
