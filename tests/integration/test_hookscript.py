@@ -170,12 +170,16 @@ def test_200_concurrent_hookscripts_make_200_distinct_events(site):
 
 
 WRITER = textwrap.dedent('''
-    import os, sys
+    import os
     from pve_hooks import hook
+
+    def slow_write(fd, data):  # one byte per system call: a wide window for the kill to land mid-file
+        return os.write(fd, bytes(data[:1]))
+
     env = dict(os.environ)
     vmid = 100
     while True:
-        hook.main(['hook', str(vmid), 'pre-start'], env)
+        hook.main(['hook', str(vmid), 'pre-start'], env, write=slow_write)
         vmid = vmid + 1 if vmid < 999 else 100
 ''')
 
@@ -189,7 +193,7 @@ def test_sigkill_at_random_points_never_leaves_a_visible_partial_event(site):
         writer.kill()
         writer.wait()
     names = site.ready()
-    assert len(names) > 25  # the writers really wrote
+    assert len(names) > 10  # the writers really wrote
     got, bad = events(site)
     assert bad == [] and len(got) == len(names)
     assert all(event.validate(ev) for ev in got)
