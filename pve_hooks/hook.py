@@ -61,11 +61,11 @@ def chain_scripts(chain_dir):
     """Return the executable regular files in ``chain_dir`` in name order.
 
     Skips dot-files, ``*.dpkg-*`` and ``*~`` (editor and package manager
-    leftovers). A missing directory gives [].
+    leftovers). A missing directory gives []; raise OSError if it cannot be read.
     """
     try:
         items = list(os.scandir(chain_dir))
-    except (FileNotFoundError, NotADirectoryError):
+    except FileNotFoundError:
         return []
     found = []
     for item in items:
@@ -192,7 +192,13 @@ def main(argv, environ, clock_ns=time.time_ns, random_bytes=os.urandom, stderr_f
                     **fields)
 
     code = _exit_code(spool_failed and settings['hook.on_error'] == 'abort', phase)
-    scripts = chain_scripts(settings['hook.chain_dir'])
+    try:
+        scripts = chain_scripts(settings['hook.chain_dir'])
+    except OSError as error:
+        scripts = []
+        report.line(journal_native.ERROR, 'cannot list chained hooks in {0} ({1}); none were run; make it a '
+                    'readable directory or set hook.chain_dir'.format(settings['hook.chain_dir'],
+                                                                      error.strerror or error), **fields)
     if code:
         if scripts:  # do not set a guest up for a start that is aborted anyway
             report.line(journal_native.ERROR, 'chained hooks in {0} not run: the start of guest {1} is aborted'.format(

@@ -212,3 +212,11 @@ def test_odd_node_name_cannot_confuse_the_seq_splice(site):
     _run(site, '100', 'pre-start', env={'PVE_HOOKS_NODE': node})
     [ev] = _events(site)
     assert ev['node'] == node and ev['seq'] == NOW_NS // 1000
+
+
+def test_chain_dir_that_is_a_file_is_one_clear_line(site):
+    with open(site.chain_dir, 'w') as stream:
+        stream.write('not a directory')
+    code, err = _run(site, '100', 'pre-start')
+    assert code == 0 and err.count('\n') == 1 and 'cannot list chained hooks in {0}'.format(site.chain_dir) in err
+    assert len(site.ready()) == 1
