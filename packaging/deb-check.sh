@@ -210,7 +210,9 @@ print('Debian libraries: click', click.__version__, 'requests', requests.__versi
       'urllib3', urllib3.__version__, 'PyYAML', yaml.__version__)
 EOF
 )
-(cd "$tree" && "$venv/bin/python" -m pytest -q -p no:cacheprovider -m "not soak" tests/unit tests/integration) \
+# PYTEST_ARGS (as for make test) narrows the run: make deb-check PYTEST_ARGS="-k 'attach or snippets'".
+eval "extra=(${PYTEST_ARGS:-})"
+(cd "$tree" && "$venv/bin/python" -m pytest -q -p no:cacheprovider -m "not soak" "${extra[@]}" tests/unit tests/integration) \
 	|| fail "tests failed against the installed package"
 
 step "7. purge: config and state go; the spool stays while it holds events"

@@ -47,18 +47,30 @@ def _report(summary, settings):
 def attach(obj, vmids, all_guests, dry_run, force, templates):
     """Set the hookscript on this node's guests (qm set / pct set --hookscript).
 
-    Guests that already have it are unchanged; guests with a different
+    First copies the hookscript into the snippets storage if it is not there
+    yet (as pve-hooks snippets install does). Guests that already have it are unchanged; guests with a different
     hookscript and templates are skipped unless --force / --templates.
     Exits 1 if any guest failed.
     """
     settings = obj.settings
     try:
+        if not dry_run:
+            _install_snippet(settings)
         summary = attach_mod.attach_guests(settings, _choose(all_guests, vmids), force=force,
                                            templates=templates, dry_run=dry_run,
                                            progress=_progress(all_guests, 'attaching'))
-    except attach_mod.AttachError as error:
+    except (attach_mod.AttachError, snippets_mod.SnippetsError) as error:
         raise UserError(str(error))
     _report(summary, settings)
+
+
+def _install_snippet(settings):
+    """Copy the hookscript into the snippets storage when it is missing or our older copy.
+
+    Raise SnippetsError (with the fix) when the snippets directory does not exist.
+    """
+    if snippets_mod.status(settings).state in (snippets_mod.MISSING, snippets_mod.OUTDATED, snippets_mod.NO_DIR):
+        click.echo(snippets_mod.install(settings))
 
 
 @click.command('detach')

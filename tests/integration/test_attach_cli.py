@@ -69,12 +69,23 @@ def test_failure_exits_1_and_names_the_guest(node):
     assert done.stdout.startswith("attached 2, unchanged 0, skipped 0, failed 1 (101: qm set exited 2: can't lock")
 
 
-def test_snippet_missing_is_one_line_error(node):
+def test_attach_installs_a_missing_snippet_first(node):
+    node.guest(100)
+    done = run(node, 'attach', '100')
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0].startswith('installed ')
+    assert done.stdout.splitlines()[1].startswith('attached 1,')
+    assert os.path.isfile(os.path.join(node.snippets, 'accountdb-hook'))
+
+
+def test_missing_snippets_directory_is_one_line_error(node):
+    os.rmdir(node.snippets)
     node.guest(100)
     done = run(node, 'attach', '100')
     assert done.returncode == 1
-    assert done.stderr.startswith('Error: ') and 'snippets install' in done.stderr
+    assert done.stderr.startswith('Error: ') and 'pvesm set local' in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and 'Traceback' not in done.stderr
+    assert node.calls() == []
     done = run(node, 'snippets', 'remove')
     assert done.returncode == 0
 
