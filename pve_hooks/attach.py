@@ -134,7 +134,7 @@ def _targets(settings, vmids, summary):
     if vmids is None:
         wanted = sorted(set(guests) | set(errors))
     else:
-        wanted = sorted(set(int(vmid) for vmid in vmids))
+        wanted = sorted(set(int(item['vmid'] if isinstance(item, dict) else item) for item in vmids))
     chosen = []
     for vmid in wanted:
         if vmid in errors:
@@ -160,7 +160,9 @@ def _check_snippet(settings):
 def attach_guests(settings, vmids, runner=None, force=False, templates=False, dry_run=False, progress=None):
     """Attach our hookscript to guests of this node; return a Summary.
 
-    ``vmids``: iterable of vmids, or None for every guest of ``settings['node']``.
+    ``vmids``: iterable of vmids, or of guest dicts with a 'vmid' key (as
+    :mod:`pve_hooks.inventory` returns them), or None for every guest of
+    ``settings['node']``.
     ``runner(argv, timeout) -> (status, output)`` runs qm/pct (default
     :func:`run_program`). A guest with another hookscript is skipped unless
     ``force``; a template unless ``templates``. ``dry_run`` only reports.

@@ -189,3 +189,10 @@ def test_read_only_pve_gets_a_hint():
                             ['/usr/sbin/qm', 'set', '100'])
     assert reason.startswith('qm set exited 2: unable to create')
     assert 'docs/packaging.md' in reason
+
+
+def test_guest_dicts_from_the_inventory_are_accepted(node):
+    node.guest(100)
+    node.guest(101)
+    summary = attach.attach_guests(node.settings(), [{'vmid': 101, 'type': 'qemu', 'name': 'guest101'}])
+    assert summary.changed == [101] and node.hookscript(100) is None
