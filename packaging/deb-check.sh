@@ -78,6 +78,19 @@ if [ ! -d "$snippets" ]; then
 	mkdir -p "$snippets"
 fi
 
+step "0. tools the check needs"
+missing=""
+for pkg in lintian man-db systemd python3-venv git; do
+	dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"
+done
+if [ -n "$missing" ]; then
+	echo "installing:$missing"
+	apt-get update -q
+	apt_install $missing
+else
+	echo "all installed"
+fi
+
 step "1. build"
 packaging/build-deb.sh
 deb=$(ls "$top"/dist/pve-hooks_*_all.deb)
