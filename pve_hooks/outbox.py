@@ -184,7 +184,11 @@ class Outbox:
         spool.fsync_dir(self._dir(READY))
 
     def dead(self, entry, reason):
-        """Move a claimed event to dead/ with ``reason`` stored in ``<name>.reason``."""
+        """Move a claimed event to dead/ with ``reason`` stored in ``<name>.reason``.
+
+        Not logged here: the caller (delivery) logs the rejection at CRITICAL
+        with AccountDB's answer, as docs/logging.md asks.
+        """
         self._write_reason(DEAD, entry.name, reason, CLAIMED)
         try:
             os.rename(os.path.join(self._dir(CLAIMED), entry.name), os.path.join(self._dir(DEAD), entry.name))
@@ -193,9 +197,6 @@ class Outbox:
             return
         spool.fsync_dir(self._dir(DEAD))
         self._adjust(-1, -entry.size)
-        log.warning('event %s moved to the dead letter directory: %s; retry it with '
-                    'pve-hooks outbox retry --dead', entry.event_id, reason,
-                    extra={'EVENT_ID': entry.event_id, 'VMID': entry.vmid})
 
     def quarantine(self, path_or_name, reason):
         """Move a file (a path, or a name in ready/ or claimed/) to quarantine/ with ``reason``.
