@@ -51,6 +51,8 @@ ACCOUNTDB_CONFIGURATION = 'accountdb_configuration'
 MAX_SLEEP = 30.0
 # daemon.json is rewritten at most this often (it is fsync'ed).
 STATE_WRITE_INTERVAL = 1.0
+# Least seconds between two watchdog pings made around calls (pings are cheap datagrams).
+KEEPALIVE_THROTTLE = 1.0
 # Shortest wait before retrying a job whose retry time has already passed.
 MIN_RETRY_WAIT = 0.05
 
@@ -99,13 +101,20 @@ class _ThroughConnection:
 
 
 class _ClientMetrics:
-    """accountdb.Client's ``metrics`` hook: counts requests by endpoint and status class."""
+    """accountdb.Client's ``metrics`` hook: counts requests by endpoint and status class.
 
-    def __init__(self, registry):
+    It also keeps the systemd watchdog fed while a batch is bisected (several
+    requests inside one call): ``keepalive()`` pings when a ping is due.
+    """
+
+    def __init__(self, registry, keepalive=None):
         self.registry = registry
+        self.keepalive = keepalive
 
     def on_request(self, method, endpoint, status_class, duration_s):
         self.registry.inc(metrics.ACCOUNTDB_REQUESTS, endpoint=endpoint, status_class=status_class)
+        if self.keepalive is not None:
+            self.keepalive()
 
 
 class Components:
@@ -116,7 +125,7 @@ class Components:
         clock = daemon.clock
         self.outbox = Outbox.from_settings(settings, clock=clock)
         self.client = accountdb.Client(settings, session=daemon.session_factory(),
-                                       metrics=_ClientMetrics(daemon.registry))
+                                       metrics=_ClientMetrics(daemon.registry, daemon.keepalive))
         self.breaker = breaker.from_settings(settings, clock=clock, on_change=daemon.on_breaker_change)
         self.connection = Connection(settings, self.client, self.breaker, clock=clock, rand=daemon.rand,
                                      on_change=daemon.on_connection_change, pending=daemon.pending_count)
@@ -126,7 +135,7 @@ class Components:
         self.inventory = InventorySync(settings, self.connection, whitelist=self.whitelist,
                                        pvesh_run=daemon.pvesh_runner(), clock=clock,
                                        on_pvesh_failure=daemon.on_pvesh_result)
-        self.health = _health_runner(settings, clock)
+        self.health = _health_runner(settings, clock, daemon.command_runner())
         self.ready_dir = os.path.join(self.outbox.root, READY)
 
     def close(self):
@@ -145,17 +154,18 @@ def _whitelist_cache(settings, clock):
     return WhitelistCache.from_settings(settings, clock=clock)
 
 
-def _health_runner(settings, clock):
+def _health_runner(settings, clock, runner):
     """Return the health module's HealthRunner (AccountDB is checked by the daemon itself), or None.
 
-    None when the module is unavailable: heartbeats are then sent without health.
+    ``runner(argv, timeout)`` runs pvesh and systemctl. None when the module
+    is unavailable: heartbeats are then sent without health.
     """
     try:
         from pve_hooks.health import HealthRunner
     except ImportError:
         log.warning('health module unavailable; heartbeats are sent without node health')
         return None
-    return HealthRunner(settings, offline=True, clock=clock)
+    return HealthRunner(settings, offline=True, clock=clock, runner=runner)
 
 
 class Daemon:
@@ -195,7 +205,8 @@ class Daemon:
         self._stats_at = None
         self._state_written_at = None
         self._state_written = None    # daemon.json's figures as last written (without heartbeat_at)
-        self._watchdog_at = 0.0
+        self._watchdog_mono = float('-inf')   # time.monotonic() of the last WATCHDOG=1
+        self._ready = False                   # READY=1 sent
         self._delivery_at = 0.0
         self._heartbeat_at = 0.0
         self._whitelist_at = 0.0
@@ -205,11 +216,38 @@ class Daemon:
         self.last_heartbeat_sent_at = None
 
     # -- collaborators --------------------------------------------------------------
+    def keepalive(self):
+        """Ping the systemd watchdog (at most once a second, and at half its interval when idle).
+
+        Called between jobs and before and after every pvesh, systemctl and
+        AccountDB request, so the gap between two pings is at most one
+        bounded call (``proxmox.pvesh_timeout``, ``accountdb.timeout.*``) plus
+        a second: WatchdogSec must exceed the longest such timeout. Return None.
+        """
+        interval = self.notifier.watchdog_interval()
+        if not interval or not self._ready:
+            return   # before READY=1, systemd's start timeout applies, not the watchdog
+        now = time.monotonic()
+        if now - self._watchdog_mono >= min(KEEPALIVE_THROTTLE, interval * 0.5):
+            self.notifier.watchdog()
+            self._watchdog_mono = now
+
+    def command_runner(self):
+        """Return pvesh.run_bounded wrapped with :meth:`keepalive` (for the health checks)."""
+        def run(argv, timeout):
+            self.keepalive()
+            try:
+                return pvesh.run_bounded(argv, timeout)
+            finally:
+                self.keepalive()
+        return run
+
     def pvesh_runner(self):
         """Return the pvesh runner (records pvesh call durations and failures in the metrics)."""
         inner = self._pvesh_run or pvesh.run
 
         def run(settings, path, **kwargs):
+            self.keepalive()
             started = time.monotonic()
             ok = False
             try:
@@ -222,6 +260,7 @@ class Daemon:
                     metrics.record_pvesh(self.registry, call, time.monotonic() - started, ok)
                 except Exception:  # pragma: no cover - metrics must never break a read
                     pass
+                self.keepalive()
         return run
 
     def pending_count(self):
@@ -275,6 +314,7 @@ class Daemon:
                  if recovered.get('released') else '', extra={'NODE': self.settings['node']})
         self._write_state(force=True)
         self.notifier.ready(self.status_line())
+        self._ready = True
 
     def _install_signals(self):
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -356,10 +396,13 @@ class Daemon:
         try:
             self._interruptible = True
             self._whitelist(now)
+            self.keepalive()
             if not self.stopping and self._delivery_due(now):
                 self._deliver()
+                self.keepalive()
             if not self.stopping and self.c.inventory.due(self.clock()):
                 self._inventory()
+                self.keepalive()
             if not self.stopping and self.clock() >= self._heartbeat_at:
                 self._heartbeat()
         except Interrupted:
@@ -385,7 +428,7 @@ class Daemon:
             deadlines.append(max(self.c.connection.next_try_at, now + MIN_RETRY_WAIT))
         interval = self.notifier.watchdog_interval()
         if interval:
-            deadlines.append(self._watchdog_at + interval)
+            deadlines.append(now + max(0.0, self._watchdog_mono + interval * 0.5 - time.monotonic()))
         return min(deadlines)
 
     def sleep(self):
@@ -543,10 +586,7 @@ class Daemon:
         self._alerts(now)
         self._write_metrics()
         self._write_state()
-        interval = self.notifier.watchdog_interval()
-        if interval and now - self._watchdog_at >= interval * 0.9:
-            self.notifier.watchdog()
-            self._watchdog_at = now
+        self.keepalive()
         self.notifier.status(self.status_line())
 
     def _refresh_stats(self, force=False):

@@ -91,8 +91,8 @@ def test_systemd_notifications(accountdb, pve_node, fake_node, notify_socket):
     ready = [m for m in messages if m.startswith('READY=1')]
     assert ready and 'MAINPID={0}'.format(node.daemon.pid) in ready[0]
     assert messages.index(ready[0]) < messages.index('WATCHDOG=1')
-    status = [m for m in messages if m.startswith('STATUS=')]
-    assert status and 'outbox 0 events' in status[0] and 'AccountDB' in status[0] and '\n' not in status[0]
+    status = [line for m in messages for line in m.split('\n') if line.startswith('STATUS=')]
+    assert status and status[0].startswith('STATUS=outbox 0 events; AccountDB ')
     node.daemon.send_signal(signal.SIGHUP)
     wait_for(lambda: 'RELOADING=1' in _drain(sock, messages), 30, 'RELOADING=1', seen=lambda: messages)
     assert node.stop_daemon() == 0

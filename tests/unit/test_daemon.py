@@ -3,10 +3,11 @@
 import logging
 import os
 import socket
+import time
 
 import pytest
 
-from pve_hooks import config, daemon, state
+from pve_hooks import config, daemon, metrics, state
 from pve_hooks.notify import Notifier
 from pve_hooks.outbox import Outbox
 from tests.support.accountdb import dev_accountdb  # noqa: F401 (fixture)
@@ -205,3 +206,32 @@ def test_no_busy_loop_while_accountdb_is_down(dev_accountdb, fake_node, tmp_path
         assert len(dev_accountdb.events()) == 1
     finally:
         runner.shutdown()
+
+
+def test_watchdog_is_fed_around_every_bounded_call(dev_accountdb, fake_node, tmp_path):
+    site = Site(dev_accountdb, fake_node, tmp_path)
+    calls = []
+
+    def slow_pvesh(settings, path, **kwargs):
+        calls.append(path)
+        time.sleep(0.06)   # longer than the 0.05 s throttle of a 0.1 s watchdog interval
+        return []
+
+    runner = daemon.Daemon(site.settings, install_signals=False, pvesh_run=slow_pvesh,
+                           notifier=Notifier(env={'NOTIFY_SOCKET': site.notify_path, 'WATCHDOG_USEC': '200000'},
+                                             use_systemd=False))
+    run = runner.pvesh_runner()
+    run(site.settings, '/nodes/pve1/qemu')
+    assert site.messages() == []   # not before READY=1: systemd's start timeout applies then
+    runner._ready = True
+    run(site.settings, '/nodes/pve1/qemu')
+    run(site.settings, '/nodes/pve1/lxc')
+    # a ping before the first call, one after each call (the call itself outlasted the throttle)
+    assert site.messages() == ['WATCHDOG=1'] * 3 and len(calls) == 3
+    command = runner.command_runner()
+    command(['sleep', '0.06'], timeout=5)
+    assert site.messages() == ['WATCHDOG=1'] * 2   # before and after the health check's command
+    assert runner.registry.get(metrics.PVESH_DURATION, call='qemu') == 2
+    runner.keepalive()
+    runner.keepalive()
+    assert site.messages() == ['WATCHDOG=1']   # the second one is throttled: no ping storm
