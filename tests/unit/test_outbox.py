@@ -224,3 +224,13 @@ def test_claim_recreates_a_missing_claimed_dir(box):
     _spool_n(box, 1)
     os.rmdir(os.path.join(box.root, 'claimed'))
     assert box.claim(box.list_ready()[0])['vmid'] == 100
+
+
+def test_seq_stays_monotonic_after_state_loss_and_a_clock_step_back(box):
+    _spool_n(box, 3)
+    highest = box.list_ready()[-1].seq
+    os.unlink(os.path.join(box.root, 'state'))  # lost in a crash
+    box.test_clock.now -= 3600  # and the clock stepped back an hour
+    box.recover()
+    box.spool(_event(200))
+    assert box.list_ready()[-1].vmid == 200 and box.list_ready()[-1].seq == highest + 1
