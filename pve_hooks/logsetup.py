@@ -97,7 +97,7 @@ def is_field_name(name):
 def record_fields(record):
     """Given a LogRecord, return {FIELD: str value} of its UPPERCASE ``extra`` keys.
 
-    None values are left out; bools become ``true``/``false``.
+    None values are left out; bools become ``true``/``false``; secrets are redacted.
     """
     fields = {}
     for key, value in record.__dict__.items():
@@ -105,7 +105,7 @@ def record_fields(record):
             continue
         if isinstance(value, bool):
             value = 'true' if value else 'false'
-        fields[key] = str(value)
+        fields[key] = redact(str(value))
     return fields
 
 
@@ -155,15 +155,13 @@ def _quote(value):
 
 
 class LineFormatter(logging.Formatter):
-    """``LEVEL message key=value ...`` (stderr); with ``prefix`` a timestamp and identifier (file).
-
-    A traceback, when there is one, follows on indented lines.
+    """``LEVEL message key=value ...`` (stderr); with ``identifier``, prefixed by a timestamp
+    and ``identifier[pid]:`` (file). A traceback follows on indented lines.
     """
 
-    def __init__(self, identifier=None, clock=time.time):
+    def __init__(self, identifier=None):
         super().__init__()
         self.identifier = identifier
-        self.clock = clock
 
     def format(self, record):
         line = '{0} {1}{2}'.format(record.levelname, record.getMessage(), _pairs(record))

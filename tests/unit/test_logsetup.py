@@ -264,3 +264,15 @@ def test_repeat_summariser_keys_are_independent():
     assert repeats.failed('pvesh')
     assert not repeats.failed('accountdb')
     assert repeats.failing() == ['accountdb', 'pvesh']
+
+
+def test_non_string_field_values_are_redacted_too():
+    class Header:
+        def __str__(self):
+            return 'Bearer abc123secret'
+
+    logsetup.register_secret('abc123secret')
+    record = logging.LogRecord('x', logging.INFO, __file__, 1, 'm', (), None)
+    record.AUTH_HEADER = Header()
+    logsetup.RedactFilter().filter(record)
+    assert logsetup.record_fields(record) == {'AUTH_HEADER': 'Bearer <redacted>'}
