@@ -570,7 +570,7 @@ class Daemon:
         try:
             metrics.collect_health(self.registry, results)
         except Exception as error:  # pragma: no cover - metrics must never break a heartbeat
-            log.debug('cannot export health metrics (%s)', error)
+            log.warning('cannot export health metrics (%s); the heartbeat is sent with them anyway', error)
         overall = _overall(results)
         reason = '; '.join('{0}: {1}'.format(_field(r, 'name'), _field(r, 'reason'))
                            for r in results if str(_field(r, 'status')).upper() == 'CRITICAL')

@@ -1,6 +1,7 @@
 """Unit tests for pve_hooks.cli.reconcile: ``status`` and ``reconcile`` through click's CliRunner."""
 
 import json
+import logging
 import os
 
 import pytest
@@ -18,6 +19,19 @@ def sets(tmp_path):
     return ['--config', str(empty), '--set', 'node=pve1', '--set', 'paths.state_dir=' + str(tmp_path / 'state'),
             '--set', 'paths.spool_dir=' + str(tmp_path / 'spool'), '--set', 'metrics.textfile=',
             '--set', 'logging.target=stderr']
+
+
+@pytest.fixture(autouse=True)
+def restore_logging():
+    """``reconcile`` configures the root logger (logsetup); put it back for the next tests."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+            handler.close()
+    root.setLevel(level)
 
 
 def _run(args):

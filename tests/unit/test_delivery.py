@@ -101,8 +101,9 @@ def test_rejected_event_goes_to_dead_with_reason_and_a_critical_line(site, caplo
     dead = site.outbox.list_dead()
     assert [entry.event_id for entry, _reason in dead] == [ids[1]]
     assert 'rejected' in dead[0][1]['reason']
-    assert len(caplog.records) == 1 and ids[1] in caplog.records[0].getMessage()
-    assert caplog.records[0].EVENT_ID == ids[1] and caplog.records[0].VMID == 101
+    criticals = [r for r in caplog.records if r.name == 'pve_hooks.delivery' and r.levelno == logging.CRITICAL]
+    assert len(criticals) == 1 and ids[1] in criticals[0].getMessage()
+    assert criticals[0].EVENT_ID == ids[1] and criticals[0].VMID == 101
 
 
 def test_batch_refused_with_422_is_bisected_to_the_one_bad_event(dev_accountdb, tmp_path):
