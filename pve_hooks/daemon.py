@@ -51,6 +51,8 @@ ACCOUNTDB_CONFIGURATION = 'accountdb_configuration'
 MAX_SLEEP = 30.0
 # daemon.json is rewritten at most this often (it is fsync'ed).
 STATE_WRITE_INTERVAL = 1.0
+# Longest wait after repeated unexpected errors in the loop.
+MAX_ERROR_WAIT = 60.0
 # Least seconds between two watchdog pings made around calls (pings are cheap datagrams).
 KEEPALIVE_THROTTLE = 1.0
 # Shortest wait before retrying a job whose retry time has already passed.
@@ -207,6 +209,9 @@ class Daemon:
         self._state_written = None    # daemon.json's figures as last written (without heartbeat_at)
         self._watchdog_mono = float('-inf')   # time.monotonic() of the last WATCHDOG=1
         self._ready = False                   # READY=1 sent
+        self._errors = 0                      # unexpected errors in a row (iterate)
+        self._error_until = 0.0               # no iteration before this after an unexpected error
+        self._repeats = logsetup.RepeatSummariser(clock=clock)
         self._delivery_at = 0.0
         self._heartbeat_at = 0.0
         self._whitelist_at = 0.0
@@ -379,13 +384,38 @@ class Daemon:
         self.start()
         try:
             while not self.stopping:
-                self.step()
+                self.iterate()
                 if self.stopping:
                     break
                 self.sleep()
         finally:
             self.shutdown()
         return 0
+
+    def iterate(self):
+        """Run :meth:`step`; an unexpected error (a bug) is logged and retried later, never fatal.
+
+        The next iteration waits 1, 2, 4 ... up to 60 s while errors repeat.
+        Return True when the step completed.
+        """
+        try:
+            self.step()
+        except Exception as error:  # the last line of defence: the daemon must not die on a bug
+            self._errors += 1
+            wait = min(MAX_ERROR_WAIT, 2.0 ** (self._errors - 1))
+            self._error_until = self.clock() + wait
+            repeat = self._repeats.failed('loop', '{0}: {1}'.format(type(error).__name__, error))
+            if repeat:
+                log.error('unexpected error in the reconciler loop (%s: %s); events stay in the outbox, '
+                          'next try in %.0f s%s; please report this', type(error).__name__, error, wait,
+                          repeat.suffix)
+            log.debug('traceback of the unexpected error', exc_info=True)  # log-policy: traceback for developers
+            return False
+        if self._errors:
+            self._errors = 0
+            self._repeats.succeeded('loop')
+            log.info('reconciler loop works again after an unexpected error')
+        return True
 
     def step(self):
         """One loop iteration: reload, whitelist, delivery, inventory, heartbeat, bookkeeping."""
@@ -429,7 +459,7 @@ class Daemon:
         interval = self.notifier.watchdog_interval()
         if interval:
             deadlines.append(now + max(0.0, self._watchdog_mono + interval * 0.5 - time.monotonic()))
-        return min(deadlines)
+        return max(min(deadlines), self._error_until)
 
     def sleep(self):
         """Wait for an outbox event, a signal or the next deadline (never a busy loop)."""

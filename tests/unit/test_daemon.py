@@ -235,3 +235,35 @@ def test_watchdog_is_fed_around_every_bounded_call(dev_accountdb, fake_node, tmp
     runner.keepalive()
     runner.keepalive()
     assert site.messages() == ['WATCHDOG=1']   # the second one is throttled: no ping storm
+
+
+def test_an_unexpected_error_in_the_loop_is_logged_once_and_retried_later(site, caplog):
+    clock = Clock()
+    runner = daemon.Daemon(site.settings, install_signals=False, clock=clock, notifier=Notifier(env={}))
+    runner.start()
+    try:
+        broken = []
+
+        def explode():
+            broken.append(1)
+            raise KeyError('guests')
+
+        runner.c.inventory.run = explode
+        waits = []
+        with caplog.at_level(logging.DEBUG, logger='pve_hooks.daemon'):
+            for _iteration in range(4):
+                runner.c.inventory.next_at = 0
+                assert runner.iterate() is False
+                waits.append(runner.next_wakeup(clock.now) - clock.now)
+                clock.now += waits[-1]
+        assert len(broken) == 4 and waits == [1.0, 2.0, 4.0, 8.0]
+        errors_logged = [r.getMessage() for r in caplog.records
+                         if r.name == 'pve_hooks.daemon' and r.levelno == logging.ERROR]
+        assert errors_logged == ["unexpected error in the reconciler loop (KeyError: 'guests'); events stay in "
+                                 "the outbox, next try in 1 s; please report this"]
+        del runner.c.inventory.run
+        with caplog.at_level(logging.INFO, logger='pve_hooks.daemon'):
+            assert runner.iterate() is True
+        assert 'reconciler loop works again' in caplog.text
+    finally:
+        runner.shutdown()
