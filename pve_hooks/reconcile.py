@@ -331,11 +331,16 @@ class InventorySync:
                 log.warning('reconcile.auto_attach is on but this installation has no attach module; '
                             '%d new guest%s not attached', len(new), '' if len(new) == 1 else 's')
                 return
+        names = ', '.join(str(guest['vmid']) for guest in new)
         try:
-            attach(self.settings, new)
+            summary = attach(self.settings, new)
         except Exception as error:  # attaching is best effort; reconciliation goes on
-            log.error('auto-attach of new guests %s failed (%s); attach them with pve-hooks attach',
-                      ', '.join(str(guest['vmid']) for guest in new), error)
+            log.error('auto-attach of new guests %s failed (%s); attach them with pve-hooks attach', names, error)
+            return
+        line = summary.line() if hasattr(summary, 'line') else 'done'
+        failed = bool(getattr(summary, 'failed', None))
+        log.log(logging.ERROR if failed else logging.INFO, 'auto-attach of new guests %s: %s%s', names, line,
+                '; attach them with pve-hooks attach' if failed else '')
 
     def _save(self):
         try:

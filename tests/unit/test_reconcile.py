@@ -230,3 +230,17 @@ def test_vmlist_signature_and_cluster_name(tmp_path):
     assert reconcile.cluster_name(str(root)) is None
     (root / 'corosync.conf').write_text('totem {\n  cluster_name: lab\n  version: 2\n}\n')
     assert reconcile.cluster_name(str(root)) == 'lab'
+
+
+def test_auto_attach_through_the_real_attach_module_never_breaks_reconciliation(dev_accountdb, fake_node, tmp_path,
+                                                                                  caplog):
+    site = Site(dev_accountdb, fake_node, tmp_path, 'reconcile.auto_attach=true', 'proxmox.qm=/bin/false',
+                'proxmox.pct=/bin/false', 'proxmox.storage_cfg=' + str(tmp_path / 'no-storage.cfg'))
+    assert site.sync.run() == reconcile.SENT   # baseline
+    fake_node.create_guest(101, 'qemu')
+    site.clock.now += 60
+    with caplog.at_level(logging.INFO, logger='pve_hooks.reconcile'):
+        assert site.sync.run() == reconcile.SENT
+    lines = [r.getMessage() for r in caplog.records if r.name == 'pve_hooks.reconcile' and 'auto-attach' in r.getMessage()]
+    assert len(lines) == 1 and lines[0].startswith('auto-attach of new guests 101')
+    assert site.guests() == [101]
