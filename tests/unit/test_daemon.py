@@ -267,3 +267,26 @@ def test_an_unexpected_error_in_the_loop_is_logged_once_and_retried_later(site, 
         assert 'reconciler loop works again' in caplog.text
     finally:
         runner.shutdown()
+
+
+def test_metrics_are_served_on_metrics_listen(dev_accountdb, fake_node, tmp_path):
+    import urllib.request
+
+    probe = socket.socket()
+    probe.bind(('127.0.0.1', 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    site = Site(dev_accountdb, fake_node, tmp_path, 'metrics.listen=127.0.0.1:{0}'.format(port))
+    runner = site.daemon()
+    runner.start()
+    try:
+        site.outbox.spool(_event(100))
+        runner.step()
+        with urllib.request.urlopen('http://127.0.0.1:{0}/metrics'.format(port), timeout=10) as response:
+            text = response.read().decode()
+        assert 'pve_hooks_events_delivered_total 1' in text
+        assert 'pve_hooks_accountdb_requests_total{endpoint="events",status_class="2xx"} 1' in text
+    finally:
+        runner.shutdown()
+    with pytest.raises(OSError):
+        urllib.request.urlopen('http://127.0.0.1:{0}/metrics'.format(port), timeout=2)
