@@ -1,11 +1,14 @@
 """Fixtures for the hookscript tests: a node tree, a config file, a journald socket to listen on."""
 
 import os
+import shutil
 import socket
 import stat
+import subprocess
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HOOKSCRIPT = os.path.join(REPO, 'hookscripts', 'accountdb-hook')
+SYSTEM_PYTHON = '/usr/bin/python3'  # the hookscript's #! interpreter
 
 
 class HookSite:
@@ -79,3 +82,55 @@ class HookSite:
 
 def mode(path):
     return stat.S_IMODE(os.stat(path).st_mode)
+
+
+# Python code: run the hookscript in this process (the interpreter's flags apply as to the file itself) with
+# argv <vmid> <phase> (format ``vmid``, ``phase``, ``path``), then print one JSON line: its exit code, the
+# sorted sys.modules it left, and the file pve_hooks.hook came from.
+EXEC_HOOKSCRIPT = """
+import sys
+sys.argv = [{path!r}, {vmid!r}, {phase!r}]
+try:
+    exec(compile(open({path!r}).read(), {path!r}, 'exec'), {{'__name__': '__main__'}})
+except SystemExit as stop:
+    code = stop.code
+modules = sorted(sys.modules)
+hook = sys.modules.get('pve_hooks.hook')
+import json
+print(json.dumps({{'exit': code, 'modules': modules, 'hook_file': hook and hook.__file__}}))
+"""
+
+
+def debian_prefix(root, python=SYSTEM_PYTHON):
+    """Lay out an interpreter prefix like Debian's /usr under ``root``; return the path of its python3.
+
+    ``root/bin/python3`` is a copy of ``python``'s binary (a copy, not a
+    symlink: the interpreter derives its prefix from its own real location),
+    ``root/lib/python3.X`` links to that interpreter's standard library, and
+    ``root/lib/python3/dist-packages`` (where the .deb installs pve_hooks) is
+    created empty. So ``root/bin/python3 -S`` has sys.prefix == ``root`` and
+    runs the hookscript's import chain as /usr/bin/python3 would, without
+    touching /usr. Raises OSError or subprocess.CalledProcessError if
+    ``python`` is unusable, RuntimeError if the copy does not take ``root``
+    as its prefix (an interpreter linked to a libpython found via its prefix).
+    """
+    root = str(root)
+    stdlib, version = subprocess.run([python, '-I', '-S', '-c', 'import os, sys; print(os.path.dirname(os.__file__)); '
+                                      'print("%d.%d" % sys.version_info[:2])'], check=True, capture_output=True,
+                                     text=True).stdout.split()
+    os.makedirs(os.path.join(root, 'bin'))
+    os.makedirs(os.path.join(root, 'lib', 'python3', 'dist-packages'))
+    os.symlink(stdlib, os.path.join(root, 'lib', 'python' + version))
+    interpreter = os.path.join(root, 'bin', 'python3')
+    shutil.copy2(os.path.realpath(python), interpreter)
+    prefix = subprocess.run([interpreter, '-I', '-S', '-c', 'import sys; print(sys.prefix)'], check=True,
+                            capture_output=True, text=True).stdout.strip()
+    if prefix != root:
+        raise RuntimeError('a copy of {0} in {1} has sys.prefix {2}'.format(python, root, prefix))
+    return interpreter
+
+
+def copy_package(directory):
+    """Copy this tree's pve_hooks package (no caches) into ``directory``, as a package install does."""
+    shutil.copytree(os.path.join(REPO, 'pve_hooks'), os.path.join(str(directory), 'pve_hooks'),
+                    ignore=shutil.ignore_patterns('__pycache__'))
