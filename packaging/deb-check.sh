@@ -119,7 +119,9 @@ expect_mode "$hookscript" "755 root:root"
 head -n1 "$hookscript" | grep -q '^#!/usr/bin/python3' || fail "$hookscript does not start with #!/usr/bin/python3"
 expect_mode /etc/pve-hooks/config.yaml "644 root:root"
 expect_mode /etc/pve-hooks/hooks.d "755 root:root"
-expect_mode /lib/systemd/system/$unit "644 root:root"
+# /lib/systemd/system on Debian 12, /usr/lib/systemd/system from Debian 13 on.
+unit_path=$(dpkg -L pve-hooks | grep "/systemd/system/$unit\$") || fail "the package installs no $unit"
+expect_mode "$unit_path" "644 root:root"
 expect_mode /usr/lib/tmpfiles.d/pve-hooks.conf "644 root:root"
 expect_mode /usr/share/man/man1/pve-hooks.1.gz "644 root:root"
 expect_mode /etc/logrotate.d/pve-hooks "644 root:root"
@@ -148,13 +150,13 @@ expect_mode "$snippets/accountdb-hook" "755 root:root"
 pve-hooks snippets status
 
 step "3d. the unit: systemd-analyze verify (any warning fails) and security exposure"
-systemd-analyze verify /lib/systemd/system/$unit >"$work/verify.txt" 2>&1 || true
+systemd-analyze verify "$unit_path" >"$work/verify.txt" 2>&1 || true
 if [ -s "$work/verify.txt" ]; then
 	cat "$work/verify.txt"
 	fail "systemd-analyze verify printed the warnings above"
 fi
 echo "systemd-analyze verify: clean"
-systemd-analyze security --offline=yes /lib/systemd/system/$unit >"$work/security.txt" 2>&1
+systemd-analyze security --offline=yes "$unit_path" >"$work/security.txt" 2>&1
 exposure=$(grep -o 'Overall exposure level for [^:]*: [0-9.]* [A-Z]*' "$work/security.txt") \
 	|| { cat "$work/security.txt"; fail "no exposure level in systemd-analyze security output"; }
 echo "$exposure (details: $work/security.txt)"
@@ -231,7 +233,7 @@ eval "extra=(${PYTEST_ARGS:-})"
 step "7. purge: config and state go; the spool stays while it holds events"
 apt-get purge -y -q pve-hooks >"$work/purge.log" 2>&1 || { cat "$work/purge.log"; fail "apt-get purge failed"; }
 grep -E '^pve-hooks:|removed|kept' "$work/purge.log" || true
-for path in /etc/pve-hooks "$state" /usr/bin/pve-hooks /lib/systemd/system/$unit "$snippets/accountdb-hook" \
+for path in /etc/pve-hooks "$state" /usr/bin/pve-hooks "$unit_path" "$snippets/accountdb-hook" \
 	/usr/lib/python3/dist-packages/pve_hooks; do
 	[ ! -e "$path" ] || fail "$path is still there after purge"
 	echo "ok  gone: $path"
