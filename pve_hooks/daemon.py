@@ -309,7 +309,13 @@ class Daemon:
         self._start_metrics_server()
         self._refresh_stats(force=True)
         if self.settings['accountdb.url']:
-            self.c.connection.probe()
+            try:
+                self._interruptible = True   # a SIGTERM during a slow first probe must not wait for it
+                self.c.connection.probe()
+            except Interrupted:
+                log.warning('stopped during the start-up check of AccountDB')
+            finally:
+                self._interruptible = False
         else:
             log.error('accountdb.url is not set; events are kept in the outbox until it is configured '
                       '(pve-hooks config sample shows the option)')

@@ -32,6 +32,15 @@ def _drain(sock, into):
             return into
 
 
+def _catches_sigterm(pid):
+    """True when process ``pid`` has a handler for SIGTERM (SigCgt in /proc/PID/status)."""
+    with open('/proc/{0}/status'.format(pid)) as stream:
+        for line in stream:
+            if line.startswith('SigCgt:'):
+                return bool(int(line.split()[1], 16) & (1 << (signal.SIGTERM - 1)))
+    return False
+
+
 def _started(node):
     return os.path.exists(os.path.join(node.state_dir, 'daemon.json'))
 
@@ -140,3 +149,15 @@ def test_reconcile_once_and_status(accountdb, pve_node, fake_node):
     assert human.returncode == 0 and 'reconciler:      running (pid {0})'.format(node.daemon.pid) in human.stdout
     assert 'outbox:          1 event waiting' in human.stdout
     assert node.stop_daemon() == 0
+
+
+def test_sigterm_during_a_slow_start_up_probe_exits_0(accountdb, pve_node, fake_node):
+    node = pve_node('pve1', settings={'reconcile.shutdown_timeout': 1, 'accountdb.timeout.read': 60})
+    accountdb.set_faults([{'mode': 'slow', 'delay': 30, 'path': '/api/v1/health'}])
+    node.start_daemon()
+    wait_for(lambda: _catches_sigterm(node.daemon.pid), 30, 'the SIGTERM handler (installed before the probe)',
+             seen=node.log_tail)
+    node.daemon.send_signal(signal.SIGTERM)
+    assert node.stop_daemon(timeout=20) == 0   # the probe would take 30 s
+    assert 'stopped during the start-up check of AccountDB' in node.log_text()
+    assert 'Traceback' not in node.log_text()
