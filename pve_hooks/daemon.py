@@ -196,7 +196,6 @@ class Daemon:
         self.metrics_server = None
         self.stopping = False
         self.reload_requested = False
-        self.interrupted = False
         self._interruptible = False
         self._wake_r = self._wake_w = None
         self._lock_fd = None
@@ -216,7 +215,6 @@ class Daemon:
         self._heartbeat_at = 0.0
         self._whitelist_at = 0.0
         self._dropped_seen = None
-        self._health = None       # (results, overall status) of the last health run
         self._breaker_left_closed_at = None
         self.last_heartbeat_sent_at = None
 
@@ -344,7 +342,6 @@ class Daemon:
         self.reload_requested = True
 
     def _on_alarm(self, signum, frame):
-        self.interrupted = True
         if self._interruptible:
             self._interruptible = False
             raise Interrupted()
@@ -607,13 +604,17 @@ class Daemon:
             metrics.collect_health(self.registry, results)
         except Exception as error:  # pragma: no cover - metrics must never break a heartbeat
             log.warning('cannot export health metrics (%s); the heartbeat is sent with them anyway', error)
-        overall = _overall(results)
-        reason = '; '.join('{0}: {1}'.format(_field(r, 'name'), _field(r, 'reason'))
-                           for r in results if str(_field(r, 'status')).upper() == 'CRITICAL')
-        self.alerter.health(overall, reason)
-        self._health = overall
-        summary = {'status': overall, 'checks': [_as_dict(result) for result in results]}
-        return summary
+        from pve_hooks.health import CRITICAL, OK, overall as worst
+
+        for change in transitions:
+            if change['old'] is not None:
+                level = logging.INFO if change['new'] == OK else logging.WARNING
+                log.log(level, 'node health check %s changed from %s to %s: %s', change['name'], change['old'],
+                        change['new'], change['reason'])
+        status = worst(results)
+        reason = '; '.join('{0}: {1}'.format(r.name, r.reason) for r in results if r.status == CRITICAL)
+        self.alerter.health(status, reason)
+        return {'status': status, 'checks': [result.to_dict() for result in results]}
 
     # -- bookkeeping ----------------------------------------------------------------
     def _bookkeeping(self):
@@ -833,28 +834,3 @@ def _rfc3339(epoch):
         return None
     return time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(epoch)) + '.{0:06d}Z'.format(
         int((epoch % 1) * 1e6))
-
-
-def _field(item, key):
-    if isinstance(item, dict):
-        return item.get(key)
-    return getattr(item, key, None)
-
-
-def _as_dict(item):
-    if isinstance(item, dict):
-        return item
-    for name in ('as_dict', 'to_dict'):
-        if hasattr(item, name):
-            return getattr(item, name)()
-    return {key: _field(item, key) for key in ('name', 'status', 'reason', 'values')}
-
-
-def _overall(results):
-    order = {'OK': 0, 'UNKNOWN': 1, 'WARNING': 2, 'CRITICAL': 3}
-    worst = 'OK'
-    for result in results:
-        status = str(_field(result, 'status') or 'UNKNOWN').upper()
-        if order.get(status, 1) > order[worst]:
-            worst = status if status in order else 'UNKNOWN'
-    return worst
