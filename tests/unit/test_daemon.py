@@ -22,6 +22,19 @@ class Clock:
         return self.now
 
 
+def _validate(document, schema_name):
+    """Validate ``document`` against components/schemas/``schema_name`` of docs/accountdb-openapi.yaml."""
+    import jsonschema
+    import yaml
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                        'docs', 'accountdb-openapi.yaml')
+    with open(path) as stream:
+        spec = yaml.safe_load(stream)
+    schema = dict(spec['components']['schemas'][schema_name], components=spec['components'])
+    jsonschema.validate(document, schema)
+
+
 def _event(vmid, phase='post-start'):
     return {'schema': 1, 'node': 'pve1', 'vmid': vmid, 'guest_type': 'qemu', 'phase': phase,
             'occurred_at': '2026-11-26T10:35:26.123456Z', 'source': 'hookscript'}
@@ -108,6 +121,7 @@ def test_heartbeat_carries_version_outbox_breaker_and_health(site):
         assert beat['health']['status'] in ('OK', 'WARNING', 'CRITICAL', 'UNKNOWN')
         assert {check['name'] for check in beat['health']['checks']} >= {'outbox', 'pvesh_api', 'breaker'}
         assert 'reconciler' not in {check['name'] for check in beat['health']['checks']}
+        _validate(beat, 'Heartbeat')   # the published contract (docs/accountdb-openapi.yaml)
         site.outbox.spool(_event(100))
         runner._refresh_stats(force=True)
         body = runner.heartbeat_body(runner.clock())
