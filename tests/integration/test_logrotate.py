@@ -32,7 +32,8 @@ def test_snippet_rotates_a_file_pve_hooks_keeps_writing(logrotate, tmp_path):
     settings = config.load(env={}, require_file=False, overrides=[
         'logging.target=file', 'logging.file={0}'.format(path), 'logging.backup_count=0'])
     root = logging.getLogger()
-    before = list(root.handlers)
+    before, level = list(root.handlers), root.level
+    urllib3_level = logging.getLogger('urllib3').level
     logsetup.configure(settings)
     try:
         log = logging.getLogger('pve_hooks.rotate_test')
@@ -46,6 +47,9 @@ def test_snippet_rotates_a_file_pve_hooks_keeps_writing(logrotate, tmp_path):
             if handler not in before:
                 root.removeHandler(handler)
                 handler.close()
+        root.setLevel(level)
+        logging.getLogger('urllib3').setLevel(urllib3_level)
+        logging.captureWarnings(False)
 
     rotated = (log_dir / 'pve-hooks.log.1').read_text()
     assert rotated.endswith('WARNING before rotation\n')

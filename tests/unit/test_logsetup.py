@@ -22,12 +22,15 @@ def clean_logging():
     """Leave the root logger and the secret registry as they were."""
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
+    urllib3_level = logging.getLogger('urllib3').level
     yield
     for handler in list(root.handlers):
         if handler not in handlers:
             root.removeHandler(handler)
             handler.close()
     root.setLevel(level)
+    logging.getLogger('urllib3').setLevel(urllib3_level)
+    logging.captureWarnings(False)
     logsetup.clear_secrets()
 
 
