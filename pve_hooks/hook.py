@@ -186,7 +186,7 @@ def main(argv, environ, clock_ns=time.time_ns, random_bytes=os.urandom, stderr_f
         spool_failed = True
         what = error.strerror or str(error)
         where = error.filename or spool.outbox_dir(spool_dir)
-        report.line(journal_native.ERROR, 'could not record {0} of guest {1}: {2}: {3}; free space or fix the '
+        report.line(journal_native.CRITICAL, 'could not record {0} of guest {1}: {2}: {3}; free space or fix the '
                     'permissions of {4} (paths.spool_dir); the event is lost, the daemon\'s inventory '
                     'reconciliation will correct the state{5}'.format(phase, vmid, where, what, spool_dir, aborting),
                     **fields)

@@ -196,7 +196,8 @@ def spool_event(spool_dir, vmid, event_id, build, now_ns, max_events, max_bytes,
 
     Return (path, seq). Raise OutboxFull when the outbox is full (the event
     is dropped and counted) and OSError when the event cannot be written (the
-    counters are put back).
+    event is lost: the counters are put back and it is counted as dropped, so
+    the daemon alerts on it like on a full outbox).
     """
     with StateLock(spool_dir) as state:
         seq = max(state.seq + 1, now_ns // 1000)
@@ -223,16 +224,17 @@ def spool_event(spool_dir, vmid, event_id, build, now_ns, max_events, max_bytes,
             write_file(os.path.join(root, TMP, name), final, data, write)
     except BaseException:
         try:
-            adjust(spool_dir, -1, -len(data))
+            adjust(spool_dir, -1, -len(data), dropped_delta=1)
         except OSError:
             pass  # the counters are approximate; recover() recomputes them
         raise
     return final, seq
 
 
-def adjust(spool_dir, count_delta, bytes_delta):
-    """Add the deltas to the ``count`` / ``bytes`` counters (never below 0)."""
+def adjust(spool_dir, count_delta, bytes_delta, dropped_delta=0):
+    """Add the deltas to the ``count`` / ``bytes`` / ``dropped`` counters (never below 0)."""
     with StateLock(spool_dir) as state:
         state.count = max(0, state.count + count_delta)
         state.bytes = max(0, state.bytes + bytes_delta)
+        state.dropped = max(0, state.dropped + dropped_delta)
         state.save()

@@ -120,9 +120,6 @@ def test_spool_disk_full(accountdb, make_node, tmp_path, tiny_spool):
 
 
 @pytest.mark.privileged
-@pytest.mark.xfail(strict=True, reason='FINDING: an event lost to ENOSPC is not added to the outbox "dropped" '
-                   'counter (spool.spool_event only counts OutboxFull), so it is neither counted nor alerted; '
-                   'remove this mark once the hookscript counts it')
 def test_spool_disk_full_loss_is_counted_and_alerted(accountdb, make_node, tmp_path, tiny_spool):
     node, lost = _fill_tiny_spool(make_node, accountdb, tmp_path, tiny_spool)
     wait_for(lambda: _dropped(node) >= lost, 4, 'the dropped counter to count the lost events',
