@@ -179,8 +179,9 @@ class Connection:
         self.kind = kind
         old, self.state = self.state, DOWN
         pending = self._pending()
-        extra = {'HTTP_STATUS': getattr(error, 'status', None) or '',
-                 'BREAKER_STATE': self._breaker_state()}
+        extra = {'BREAKER_STATE': self._breaker_state()}
+        if getattr(error, 'status', None) is not None:
+            extra['HTTP_STATUS'] = error.status
         repeat = self._repeats.failed('accountdb', '{0}: {1}'.format(kind, _reason(error)))
         if repeat:
             level = logging.CRITICAL if kind == 'auth' else logging.ERROR if kind == 'configuration' \
