@@ -94,10 +94,6 @@ class Connection:
             log.warning('circuit breaker state unusable (%s); treating it as closed', error)
             return True
 
-    def wait_until(self):
-        """Epoch seconds of the next attempt (0 when one may be made now)."""
-        return self.next_try_at
-
     # -- calls ----------------------------------------------------------------------
     def call(self, what, function, *args, **kwargs):
         """Call ``function(*args, **kwargs)`` (an accountdb.Client method) under the retry policy.

@@ -163,11 +163,6 @@ class InventorySync:
             return True
         return self.pending is not None and self.connection.due(now)
 
-    def force_full_resync(self):
-        """Make the next pass read Proxmox and PUT even if nothing changed."""
-        self.state['last_put_at'] = None
-        self.mark_dirty('forced full resync')
-
     @property
     def last_sync_at(self):
         """Epoch of the last inventory AccountDB acknowledged (or confirmed unchanged), or None."""
