@@ -124,7 +124,8 @@ class ConcurrentChange(Exception):
 
 def _empty_record():
     return {'version': FORMAT_VERSION, 'vmids': None, 'etag': None, 'last_modified': None,
-            'fetched_at': None, 'last_attempt_at': None, 'last_error': None, 'failing_since': None}
+            'fetched_at': None, 'last_attempt_at': None, 'last_error': None, 'failing_since': None,
+            'source': None}
 
 
 def _is_number(value):
@@ -143,7 +144,7 @@ def validate_record(data):
         if not isinstance(vmids, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in vmids):
             raise ValueError("'vmids' is not a list of integers")
     record['vmids'] = vmids
-    for key in ('etag', 'last_modified', 'last_error'):
+    for key in ('etag', 'last_modified', 'last_error', 'source'):
         if data.get(key) is not None and not isinstance(data[key], str):
             raise ValueError('{0!r} is not a string'.format(key))
         record[key] = data.get(key)
@@ -161,13 +162,16 @@ class WhitelistCache:
 
     ``state_dir`` is ``paths.state_dir``; ``clock`` returns epoch seconds.
     ``refresh_interval`` and ``max_stale`` are seconds (None: the schema's
-    defaults; :meth:`from_settings` passes the configured ones). The cache
+    defaults; :meth:`from_settings` passes the configured ones). ``source``
+    is the whitelist's URL, recorded with the list: a list cached from
+    another URL keeps filtering but is refetched unconditionally. The cache
     file is read at construction; nothing is fetched.
     """
 
-    def __init__(self, state_dir, clock=time.time, refresh_interval=None, max_stale=None):
+    def __init__(self, state_dir, clock=time.time, refresh_interval=None, max_stale=None, source=None):
         self.path = os.path.join(state_dir, CACHE_FILE)
         self.clock = clock
+        self.source = source
         self.refresh_interval = float(refresh_interval if refresh_interval is not None
                                       else _schema_default('whitelist.refresh_interval'))
         self.max_stale = float(max_stale if max_stale is not None
@@ -185,9 +189,12 @@ class WhitelistCache:
     @classmethod
     def from_settings(cls, settings, clock=time.time):
         """Return the cache for ``settings`` (paths.state_dir, whitelist.*)."""
+        source = None
+        if settings['accountdb.url']:
+            source = settings['accountdb.url'] + settings.endpoint('whitelist')
         return cls(settings['paths.state_dir'], clock=clock,
                    refresh_interval=settings['whitelist.refresh_interval'],
-                   max_stale=settings['whitelist.max_stale'])
+                   max_stale=settings['whitelist.max_stale'], source=source)
 
     # --- the file -------------------------------------------------------
 
@@ -279,6 +286,12 @@ class WhitelistCache:
     def has_list(self):
         """True when a list has been fetched (even an empty one, which allows all)."""
         return self._record['vmids'] is not None
+
+    @property
+    def from_this_source(self):
+        """False when the cached list came from another AccountDB URL (accountdb.url was changed)."""
+        recorded = self._record['source']
+        return self.source is None or recorded is None or recorded == self.source
 
     @property
     def vmids(self):
@@ -388,7 +401,9 @@ class WhitelistCache:
         """
         now = self.clock() if now is None else now
         self.reload_if_changed()
-        conditional = self.has_list
+        # A list cached from another AccountDB (accountdb.url changed) is fetched unconditionally:
+        # its ETag could happen to match the new server's and keep the wrong list.
+        conditional = self.has_list and self.from_this_source
         try:
             response = client.get_whitelist(etag=self.etag if conditional else None,
                                             last_modified=self.last_modified if conditional else None)
@@ -418,7 +433,7 @@ class WhitelistCache:
         """Replace the cached list with a 200 response's (GET or POST)."""
         vmids = sorted(set(int(v) for v in response.vmids))
         self._record.update(vmids=vmids, etag=response.etag, last_modified=response.last_modified,
-                            fetched_at=now)
+                            fetched_at=now, source=self.source or self._record['source'])
         self._set_filter(Filter(vmids))
         self._set = None
 
@@ -540,7 +555,7 @@ def change(client, cache, add=None, remove=None, set_to=None, fresh=False, limit
     refetched; retry), or the client's AccountDBError.
     """
     limit = _schema_default('whitelist.max_change') if limit is None else limit
-    if fresh or set_to is not None or not cache.has_list:
+    if fresh or set_to is not None or not cache.has_list or not cache.from_this_source:
         if cache.refresh(client, now) == FAILED:
             raise cache.last_exception
     wanted = plan(cache.vmids, add=add, remove=remove, set_to=set_to)

@@ -7,7 +7,7 @@ import pytest
 from pve_hooks import accountdb, whitelist
 from pve_hooks.vmidset import VmidSet
 from pve_hooks.whitelist import WhitelistCache
-from tests.support.accountdb import dev_accountdb  # noqa: F401  (pytest fixture)
+from tests.support.accountdb import dev_accountdb, run_dev_accountdb  # noqa: F401  (pytest fixture)
 
 WHITELIST_GET = 'GET /api/v1/whitelist'
 WHITELIST_POST = 'POST /api/v1/whitelist'
@@ -211,3 +211,19 @@ def test_a_change_over_max_change_sends_nothing(dev_accountdb, tmp_path):
         whitelist.change(client, cache, add=VmidSet([(100, 999999999)]), limit=100000)
     assert endpoint(dev_accountdb, WHITELIST_POST)['count'] == 0
     assert endpoint(dev_accountdb, WHITELIST_GET)['count'] == 0
+
+
+def test_a_list_cached_from_another_accountdb_is_refetched_unconditionally(dev_accountdb, tmp_path):
+    cache, client = make(dev_accountdb, tmp_path, 'node')
+    client.update_whitelist(add=[101])
+    cache.refresh(client)
+    with run_dev_accountdb(tmp_path / 'other') as other:
+        # Same version counter, same ETag ("wl-1"), different list: a conditional GET would get a 304.
+        settings = other.settings(directory=tmp_path / 'node')
+        other_client = accountdb.Client(settings)
+        other_client.update_whitelist(add=[202])
+        moved = WhitelistCache.from_settings(settings)
+        assert moved.etag == '"wl-1"' and moved.allows(101) and not moved.from_this_source
+        assert moved.refresh(other_client) == whitelist.UPDATED
+        assert moved.vmids.format() == '202' and moved.from_this_source
+        assert other.stats()['endpoints'][WHITELIST_GET]['status'] == {'200': 1}
