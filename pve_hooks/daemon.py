@@ -178,11 +178,13 @@ class Daemon:
     ``rand``: [0, 1) for jitter; ``session_factory()``: a requests.Session (or
     None for the client's default); ``notifier``: notify.Notifier;
     ``pvesh_run``: pvesh.run-compatible; ``install_signals``: False in
-    in-process tests that drive :meth:`step` themselves.
+    in-process tests that drive :meth:`step` themselves; ``watch_factory(directory)``:
+    returns a dirwatch.DirWatch (tests pass one without inotify to cover polling).
     """
 
     def __init__(self, settings, reload_settings=None, clock=time.time, rand=random.random,
-                 session_factory=lambda: None, notifier=None, pvesh_run=None, install_signals=True):
+                 session_factory=lambda: None, notifier=None, pvesh_run=None, install_signals=True,
+                 watch_factory=dirwatch.DirWatch):
         self.settings = settings
         self.reload_settings = reload_settings
         self.clock = clock
@@ -191,6 +193,7 @@ class Daemon:
         self.notifier = notifier or Notifier()
         self._pvesh_run = pvesh_run
         self.install_signals = install_signals
+        self.watch_factory = watch_factory
         self.registry = metrics.Registry()
         self.alerter = alerts.Alerter(settings, clock=clock)
         self.metrics_server = None
@@ -349,7 +352,7 @@ class Daemon:
     def _watch(self, directory):
         if self.watch is not None:
             self.watch.close()
-        self.watch = dirwatch.DirWatch(directory)
+        self.watch = self.watch_factory(directory)
         if not self.watch.available:
             log.warning('%s; polling the outbox every %s s instead (delivery.poll_interval)',
                         self.watch.reason, self.settings['delivery.poll_interval'])

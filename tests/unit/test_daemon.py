@@ -304,3 +304,28 @@ def test_metrics_are_served_on_metrics_listen(dev_accountdb, fake_node, tmp_path
         runner.shutdown()
     with pytest.raises(OSError):
         urllib.request.urlopen('http://127.0.0.1:{0}/metrics'.format(port), timeout=2)
+
+
+def test_without_inotify_the_outbox_is_polled(site, caplog):
+    from pve_hooks import dirwatch
+
+    def no_inotify():
+        raise OSError('no inotify here')
+
+    clock = Clock()
+    settings = site.load('delivery.poll_interval=2', 'reconcile.heartbeat_interval=600', 'reconcile.interval=600',
+                         'whitelist.refresh_interval=600')
+    with caplog.at_level(logging.WARNING, logger='pve_hooks.daemon'):
+        runner = daemon.Daemon(settings, install_signals=False, clock=clock, notifier=Notifier(env={}),
+                               watch_factory=lambda path: dirwatch.DirWatch(path, libc_loader=no_inotify))
+        runner.start()
+    try:
+        assert 'inotify unavailable (no inotify here); polling the outbox every 2.0 s' in caplog.text
+        runner.step()
+        assert runner.next_wakeup(clock.now) == clock.now + 2   # the poll, not the 600 s jobs
+        site.outbox.spool(_event(100))
+        clock.now += 2
+        runner.step()
+        assert len(site.server.events()) == 1
+    finally:
+        runner.shutdown()
