@@ -236,6 +236,10 @@ class Connection:
         except OSError:
             return None
 
+    def headline(self):
+        """What is wrong, as the start of a sentence: 'AccountDB unreachable', 'AccountDB refused the token', ..."""
+        return _headline(self.kind)
+
     def summary(self):
         """A short text for STATUS=/status: 'up', 'down (reason), next try in N s'."""
         if self.state != DOWN:

@@ -816,8 +816,8 @@ def run_once(settings, clock=time.time, rand=random.random, session_factory=lamb
         connection = daemon.c.connection
         depth = daemon.stats.get('depth', 0)
         if connection.state != UP:
-            return 1, 'AccountDB unreachable ({0}); {1} kept in the outbox'.format(
-                connection.last_error or 'no answer', _plural(depth, 'event'))
+            return 1, '{0} ({1}); {2} kept in the outbox'.format(
+                connection.headline(), connection.last_error or 'no answer', _plural(depth, 'event'))
         delivered = result.delivered if result is not None else 0
         return 0, 'delivered {0}; {1} kept in the outbox; inventory {2}'.format(
             _plural(delivered, 'event'), depth, daemon.c.inventory.last_outcome)

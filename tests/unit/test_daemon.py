@@ -173,6 +173,9 @@ def test_run_once_exit_codes(site, dev_accountdb):
     assert message.endswith('; 1 event kept in the outbox')
     saved = site.daemon_state()
     assert saved.get('heartbeat_at') is None and saved['once_at']   # a one-shot run is not a live daemon
+    dev_accountdb.set_faults([{'mode': 'unauthorized'}])
+    code, message = daemon.run_once(site.settings)
+    assert code == 1 and message.startswith('AccountDB refused the token (HTTP 401')
 
 
 def test_accountdb_url_missing_keeps_events_and_says_so(site, caplog):
