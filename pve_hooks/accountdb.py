@@ -21,7 +21,7 @@ import random
 import time
 import urllib.parse
 
-from pve_hooks import __version__, backoff, config, errors
+from pve_hooks import __version__, backoff, config, errors, logsetup
 
 log = logging.getLogger(__name__)
 
@@ -203,6 +203,7 @@ class Client:
             self._token = self.token_reader(path)
         except config.TokenError as error:
             raise errors.AuthError(str(error))
+        logsetup.register_secret(self._token)  # every log handler redacts it from now on
         return self._token
 
     def _encode(self, body, headers):

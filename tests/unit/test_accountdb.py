@@ -95,3 +95,19 @@ def test_the_session_is_injected_and_closed():
     client = accountdb.Client(settings(), session=session)
     client.close()
     assert session.closed
+
+
+def test_token_is_registered_for_redaction_when_read(tmp_path):
+    from pve_hooks import accountdb, config, logsetup
+
+    logsetup.clear_secrets()
+    token = tmp_path / 'token'
+    token.write_text('tok-REDACT-ME-42\n')
+    token.chmod(0o600)
+    settings = config.load(env={}, require_file=False, overrides=[
+        'accountdb.url=http://127.0.0.1:9', 'accountdb.token_file={0}'.format(token)])
+    client = accountdb.Client(settings)
+    assert 'tok-REDACT-ME-42' in logsetup.redact('leaked tok-REDACT-ME-42 here')
+    client._read_token()
+    assert 'tok-REDACT-ME-42' not in logsetup.redact('leaked tok-REDACT-ME-42 here')
+    logsetup.clear_secrets()
