@@ -2,7 +2,8 @@
 
 A :class:`Node` is one simulated Proxmox node on this machine: its own spool and
 state directories, configuration file and node name. It runs the REAL
-hookscript (``python -I hookscripts/accountdb-hook <vmid> <phase>``, with
+hookscript (``python -I -S hookscripts/accountdb-hook <vmid> <phase>``, the
+flags of its ``#!/usr/bin/python3 -IS`` line, with this interpreter; with
 ``PVE_HOOKS_CONFIG`` and, for a migration target, ``PVE_MIGRATED_FROM``) and the
 REAL daemon (``pve-hooks reconcile``) as subprocesses, and stops or SIGKILLs it.
 
@@ -306,8 +307,8 @@ class Node:
 
     # -- hookscript ----------------------------------------------------
     def hook_command(self, vmid, phase):
-        """Return the argv Proxmox would run: the real hookscript in isolated mode."""
-        return self.prefix + [PYTHON, '-I', HOOKSCRIPT, str(vmid), str(phase)]
+        """Return the argv Proxmox would run: the real hookscript with its shebang's flags (-IS)."""
+        return self.prefix + [PYTHON, '-I', '-S', HOOKSCRIPT, str(vmid), str(phase)]
 
     def hook_env(self, migrated_from=None, extra=None):
         """Return the hookscript's environment as Proxmox sets it (LC_ALL=C, PVE's PATH)."""
