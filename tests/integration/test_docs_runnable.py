@@ -107,6 +107,8 @@ class Sandbox:
         elif situation == 'accountdb-back':
             self.wait_healthy()
         elif situation == 'dead-event':
+            # Hold delivery (503) until the event's id is known, then have AccountDB reject it.
+            accountdb.set_faults([{'mode': 'status', 'status': 503, 'path': '/api/v1/events'}])
             node.fire([(102, 'post-start')])
             accountdb.set_faults([{'mode': 'reject', 'event_ids': node.fired_ids()[-1:]}])
             wait_for(lambda: node.outbox_files('dead'), 30, 'a dead event', seen=node.log_tail)
