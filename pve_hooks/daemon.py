@@ -195,7 +195,8 @@ class Daemon:
         self.install_signals = install_signals
         self.watch_factory = watch_factory
         self.registry = metrics.Registry()
-        self.alerter = alerts.Alerter(settings, clock=clock)
+        # Channels run in a worker thread: a hanging alert command or webhook never stalls the loop or the watchdog.
+        self.alerter = alerts.Alerter(settings, clock=clock, background=True)
         self.metrics_server = None
         self.stopping = False
         self.reload_requested = False
@@ -379,6 +380,9 @@ class Daemon:
             self.watch.close()
         if self.c is not None:
             self.c.close()
+        if not self.alerter.close(timeout=self.settings['reconcile.shutdown_timeout']):
+            log.warning('alerts still queued at shutdown were not sent within %g s (reconcile.shutdown_timeout)',
+                        self.settings['reconcile.shutdown_timeout'])
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None

@@ -23,11 +23,17 @@ PREFIX = 'pve-hooks hookscript: '
 
 
 class Reporter:
-    """Writes each message as one line to stderr and one journal record."""
+    """Writes each message as one line to stderr and one journal record.
 
-    def __init__(self, socket_path, node, stderr_fd=2):
+    Error and critical lines are also counted in the outbox's ``errors``
+    counter under ``spool_dir`` (the pve_hooks_hookscript_errors_total metric),
+    where the outbox can be written.
+    """
+
+    def __init__(self, socket_path, node, stderr_fd=2, spool_dir=None):
         self.socket_path = socket_path
         self.stderr_fd = stderr_fd
+        self.spool_dir = spool_dir
         self.fields = {'SYSLOG_IDENTIFIER': IDENTIFIER, 'NODE': node}
 
     def journal(self, priority, message, **fields):
@@ -45,6 +51,11 @@ class Reporter:
         except OSError:
             pass  # stderr closed: the journal still gets it
         self.journal(priority, message, **fields)
+        if priority <= journal_native.ERROR and self.spool_dir:
+            try:
+                spool.adjust(self.spool_dir, 0, 0, errors_delta=1)
+            except OSError:
+                pass  # the outbox itself is unwritable: the line above is all we can do
 
 
 def guest_type(pve_root, node, vmid):
@@ -138,8 +149,8 @@ def main(argv, environ, clock_ns=time.time_ns, random_bytes=os.urandom, stderr_f
     """
     now_ns = clock_ns()
     settings, problems, _path = hookconfig.load(environ)
-    report = Reporter(settings['hook.journal_socket'], settings['node'], stderr_fd)
     spool_dir = settings['paths.spool_dir']
+    report = Reporter(settings['hook.journal_socket'], settings['node'], stderr_fd, spool_dir)
     for problem in problems:
         report.line(journal_native.ERROR, '{0}; spooling to {1} with defaults'.format(problem, spool_dir))
 

@@ -290,22 +290,24 @@ class Outbox:
         return result
 
     def stats(self):
-        """Return {depth, bytes, oldest_age, dead, quarantine, dropped, spooled_seq} from a scan.
+        """Return {depth, bytes, oldest_age, dead, quarantine, dropped, spooled, hookscript_errors, spooled_seq}.
 
         ``depth``/``bytes`` count ready/ + claimed/; ``oldest_age`` is seconds
         since the oldest of them was written (None when empty); ``dropped``
-        counts events lost to a full outbox; ``spooled_seq`` the last seq given.
+        counts events lost (full outbox or failed write), ``spooled`` events
+        written and ``hookscript_errors`` error lines of the hookscript, all
+        since the outbox was created; ``spooled_seq`` the last seq given.
         """
         pending = self._entries(READY) + self._entries(CLAIMED)
         oldest = min(pending, key=lambda entry: entry.name) if pending else None
         with spool.StateLock(self.spool_dir) as state:
-            dropped, seq = state.dropped, state.seq
+            dropped, seq, spooled, errors = state.dropped, state.seq, state.spooled, state.errors
         return {'depth': len(pending), 'bytes': sum(entry.size for entry in pending),
                 'oldest_age': None if oldest is None else max(0.0, self.clock() - oldest.mtime),
                 'dead': len(self._entries(DEAD)),
                 'quarantine': sum(1 for item in _scan(self._dir(QUARANTINE))
                                   if not item.name.startswith('.') and not item.name.endswith(REASON_SUFFIX)),
-                'dropped': dropped, 'spooled_seq': seq}
+                'dropped': dropped, 'spooled': spooled, 'hookscript_errors': errors, 'spooled_seq': seq}
 
     def list_dead(self):
         """Return [(Entry, reason dict or None)] for dead/, oldest first."""

@@ -10,7 +10,7 @@ Layout under ``paths.spool_dir`` (directories mode 0700, files 0600)::
     outbox/claimed/     events the daemon is sending
     outbox/dead/        events AccountDB rejected for good (+ <name>.reason)
     outbox/quarantine/  unreadable or corrupt files (+ <name>.reason)
-    outbox/state        "seq count bytes dropped" (fixed width, one line)
+    outbox/state        "seq count bytes dropped spooled errors" (fixed width, one line)
     outbox/lock         fcntl.flock guarding ``state``
 
 Writing is Maildir-style: create in tmp/ with O_CREAT|O_EXCL, write, fsync
@@ -18,6 +18,9 @@ the file, rename into ready/, fsync ready/. A reader listing ready/ never sees
 a partial file; a writer killed half-way leaves at most a file in tmp/, which
 ``Outbox.recover`` removes by age.
 
+``spooled``, ``dropped`` and ``errors`` in ``state`` count every event
+written, every event lost and every error the hookscript reported since the
+outbox was created (the metrics' totals).
 ``count`` and ``bytes`` in ``state`` are approximate counters of the events
 in ready/ + claimed/ (the hookscript increments them, the daemon decrements
 them, ``Outbox.recover`` recomputes them from a scan); the full-outbox check
@@ -33,7 +36,7 @@ SUBDIRS = (TMP, READY, CLAIMED, DEAD, QUARANTINE)
 STATE_FILE = 'state'
 LOCK_FILE = 'lock'
 SUFFIX = '.json'
-_STATE_FORMAT = '{0:020d} {1:020d} {2:020d} {3:020d}\n'
+_STATE_FORMAT = '{0:020d} {1:020d} {2:020d} {3:020d} {4:020d} {5:020d}\n'
 
 
 class OutboxFull(Exception):
@@ -135,7 +138,7 @@ def write_file(tmp_path, final_path, data, write=os.write):
 class StateLock:
     """Context manager: hold the outbox lock and read/write ``state``.
 
-    Inside, ``seq``, ``count``, ``bytes`` and ``dropped`` are the stored
+    Inside, ``seq``, ``count``, ``bytes``, ``dropped``, ``spooled`` and ``errors`` are the stored
     values (0 when the file is missing or unreadable); :meth:`save` writes
     them back in place (fixed width, so a crash cannot leave a torn longer
     line). Creates the outbox layout when it is missing.
@@ -145,7 +148,7 @@ class StateLock:
         self.root = outbox_dir(spool_dir)
         self.spool_dir = spool_dir
         self.lock_fd = self.state_fd = -1
-        self.seq = self.count = self.bytes = self.dropped = 0
+        self.seq = self.count = self.bytes = self.dropped = self.spooled = self.errors = 0
 
     def __enter__(self):
         lock_path = os.path.join(self.root, LOCK_FILE)
@@ -167,12 +170,14 @@ class StateLock:
 
     def _read(self):
         fields = os.pread(self.state_fd, 128, 0).split()
-        if len(fields) == 4 and all(field.isdigit() for field in fields):
-            self.seq, self.count, self.bytes, self.dropped = (int(field) for field in fields)
+        if 4 <= len(fields) <= 6 and all(field.isdigit() for field in fields):
+            values = [int(field) for field in fields] + [0, 0]  # older, shorter formats
+            self.seq, self.count, self.bytes, self.dropped, self.spooled, self.errors = values[:6]
 
     def save(self):
         """Write the current values back to ``state`` (not fsynced: see module docstring)."""
-        values = [max(0, value) for value in (self.seq, self.count, self.bytes, self.dropped)]
+        values = [max(0, value) for value in (self.seq, self.count, self.bytes, self.dropped, self.spooled,
+                                              self.errors)]
         os.pwrite(self.state_fd, _STATE_FORMAT.format(*values).encode('ascii'), 0)
 
     def _close(self):
@@ -212,6 +217,7 @@ def spool_event(spool_dir, vmid, event_id, build, now_ns, max_events, max_bytes,
         state.seq = seq
         state.count += 1
         state.bytes += len(data)
+        state.spooled += 1
         state.save()
     name = event_name(seq, vmid, event_id)
     root = state.root
@@ -224,17 +230,19 @@ def spool_event(spool_dir, vmid, event_id, build, now_ns, max_events, max_bytes,
             write_file(os.path.join(root, TMP, name), final, data, write)
     except BaseException:
         try:
-            adjust(spool_dir, -1, -len(data), dropped_delta=1)
+            adjust(spool_dir, -1, -len(data), dropped_delta=1, spooled_delta=-1)
         except OSError:
             pass  # the counters are approximate; recover() recomputes them
         raise
     return final, seq
 
 
-def adjust(spool_dir, count_delta, bytes_delta, dropped_delta=0):
-    """Add the deltas to the ``count`` / ``bytes`` / ``dropped`` counters (never below 0)."""
+def adjust(spool_dir, count_delta, bytes_delta, dropped_delta=0, spooled_delta=0, errors_delta=0):
+    """Add the deltas to the counters in ``state`` (never below 0). Raise OSError if it cannot."""
     with StateLock(spool_dir) as state:
         state.count = max(0, state.count + count_delta)
         state.bytes = max(0, state.bytes + bytes_delta)
         state.dropped = max(0, state.dropped + dropped_delta)
+        state.spooled = max(0, state.spooled + spooled_delta)
+        state.errors = max(0, state.errors + errors_delta)
         state.save()

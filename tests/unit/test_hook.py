@@ -220,3 +220,15 @@ def test_chain_dir_that_is_a_file_is_one_clear_line(site):
     code, err = _run(site, '100', 'pre-start')
     assert code == 0 and err.count('\n') == 1 and 'cannot list chained hooks in {0}'.format(site.chain_dir) in err
     assert len(site.ready()) == 1
+
+
+def test_error_lines_are_counted_for_the_hookscript_errors_metric(site):
+    from pve_hooks.outbox import Outbox
+
+    _run(site, '100', 'pre-start')
+    assert Outbox(site.spool_dir).stats()['hookscript_errors'] == 0
+    _run(site, '100', 'bogus-phase')
+    _run(site)
+    stats = Outbox(site.spool_dir).stats()
+    assert stats['hookscript_errors'] == 2
+    assert stats['spooled'] == 1

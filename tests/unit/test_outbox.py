@@ -178,12 +178,13 @@ def test_recover_releases_claimed_cleans_tmp_and_recomputes(box):
 
 def test_stats(box):
     assert box.stats() == {'depth': 0, 'bytes': 0, 'oldest_age': None, 'dead': 0, 'quarantine': 0,
-                           'dropped': 0, 'spooled_seq': 0}
+                           'dropped': 0, 'spooled': 0, 'hookscript_errors': 0, 'spooled_seq': 0}
     paths = _spool_n(box, 2)
     os.utime(paths[0], (box.test_clock.now - 50,) * 2)
     stats = box.stats()
     assert stats['depth'] == 2 and stats['oldest_age'] == pytest.approx(50)
     assert stats['spooled_seq'] == box.list_ready()[-1].seq
+    assert stats['spooled'] == 2
 
 
 def test_full_outbox_drop_is_counted_in_stats(tmp_path):

@@ -19,7 +19,7 @@ def _spool(tmp_path, now_ns=10**15, max_events=None, max_bytes=None, **kw):
 
 def _state(tmp_path):
     with spool.StateLock(str(tmp_path / 'spool')) as state:
-        return state.seq, state.count, state.bytes, state.dropped
+        return state.seq, state.count, state.bytes, state.dropped, state.spooled, state.errors
 
 
 def test_ensure_dirs_creates_layout_0700_despite_umask(tmp_path):
@@ -54,7 +54,7 @@ def test_spool_event_writes_file_0600_and_counts(tmp_path):
     assert open(path, 'rb').read() == _build(seq)
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert os.listdir(tmp_path / 'spool' / 'outbox' / 'tmp') == []
-    assert _state(tmp_path) == (seq, 1, len(_build(seq)), 0)
+    assert _state(tmp_path) == (seq, 1, len(_build(seq)), 0, 1, 0)
 
 
 def test_seq_is_monotonic_when_the_clock_steps_back(tmp_path):
@@ -70,7 +70,7 @@ def test_full_by_events_drops_the_new_event_and_counts_it(tmp_path):
         _spool(tmp_path, max_events=1)
     assert info.value.dropped == 1
     assert len(os.listdir(tmp_path / 'spool' / 'outbox' / 'ready')) == 1
-    assert _state(tmp_path)[1:] == (1, len(_build(10**12)), 1)
+    assert _state(tmp_path)[1:] == (1, len(_build(10**12)), 1, 1, 0)  # count, bytes, dropped, spooled, errors
 
 
 def test_full_by_bytes(tmp_path):
@@ -96,6 +96,13 @@ def test_enospc_from_write_leaves_nothing_and_restores_counters(tmp_path):
     # count and bytes are put back; the lost event is counted as dropped so the daemon alerts on it
     assert after[1:3] == before[1:3]
     assert after[3] == before[3] + 1
+    assert after[4] == before[4]  # spooled counts only events written
+
+
+def test_state_written_by_an_older_four_field_format_is_read(tmp_path):
+    _spool(tmp_path)
+    (tmp_path / 'spool' / 'outbox' / 'state').write_bytes(b'5 1 10 2\n')
+    assert _state(tmp_path) == (5, 1, 10, 2, 0, 0)
 
 
 def test_short_writes_are_completed(tmp_path):
@@ -109,7 +116,7 @@ def test_short_writes_are_completed(tmp_path):
 def test_corrupt_state_file_reads_as_zero(tmp_path):
     _spool(tmp_path)
     (tmp_path / 'spool' / 'outbox' / 'state').write_bytes(b'garbage\n')
-    assert _state(tmp_path) == (0, 0, 0, 0)
+    assert _state(tmp_path) == (0, 0, 0, 0, 0, 0)
     _, seq = _spool(tmp_path, now_ns=5 * 10**15)
     assert seq == 5 * 10**12
 
@@ -123,4 +130,4 @@ def test_recreates_removed_tmp_dir(tmp_path):
 
 def test_adjust_never_goes_below_zero(tmp_path):
     spool.adjust(str(tmp_path / 'spool'), -5, -100)
-    assert _state(tmp_path) == (0, 0, 0, 0)
+    assert _state(tmp_path) == (0, 0, 0, 0, 0, 0)
