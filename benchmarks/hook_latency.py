@@ -1,24 +1,32 @@
 """Hookscript latency vs a bare interpreter start, sequential and 64 at once.
 
-Runs ``python -I hookscripts/accountdb-hook <vmid> <phase>`` (valid config,
-AccountDB unreachable: the hookscript never contacts it anyway) and
-``python -I -c pass`` alternately with the same interpreter, and prints the
-medians and their ratio (target <= 1.3x). Then starts 64 of each at once,
-several rounds alternating, and compares their p99 wall times (target <= 1.5x).
-Also prints the in-process cost of one durable spool write (fsyncs included).
+Runs the hookscript as Proxmox does, by executing the file so that its #!
+flags (``-IS``: isolated, no site) apply, with a valid config (AccountDB
+unreachable: the hookscript never contacts it anyway), alternating with two
+baselines of the same interpreter: ``python -I -c pass`` (the issue's
+baseline, target <= 1.3x) and ``python -I -S -c pass`` (no site at all: the
+floor). Prints the medians and both ratios; then starts 64 of each at once,
+several rounds alternating, and compares their p99 wall times (target
+<= 1.5x). Then splits a cold run into importing pve_hooks.hook and
+hook.main() (config, event, durable write with its two fsyncs).
 
-Interpreter: ``--python PATH``. By default the working tree's package is
-copied into a scratch venv of /usr/bin/python3 (else of this interpreter): a
-plain copy, as the .deb installs it, without editable-install hooks in site
-and not whatever older pve_hooks may be installed system-wide. ``--as-is``
-runs the interpreter with the pve_hooks it imports itself (default then:
-/usr/bin/python3 when it can import pve_hooks in isolated mode, else this
-interpreter).
+Interpreter and package, by default: a scratch prefix laid out like Debian's
+/usr (a copy of /usr/bin/python3, its standard library linked) with this
+tree's pve_hooks copied into <prefix>/lib/python3/dist-packages, where the
+.deb installs it; the hookscript copy's #! names that interpreter. Nothing
+in /usr is touched. Also measures this machine's own ``/usr/bin/python3 -I -c
+pass`` for reference (its site-packages .pth files included).
+``--python PATH`` measures that interpreter with whatever pve_hooks the
+hookscript's import chain finds for it (e.g. /usr/bin/python3 with the .deb
+installed, or a venv's python: then the chain falls back to site and pays
+its cost; the output says which, and whether the package is this tree's).
 
-    .venv/bin/python benchmarks/hook_latency.py [--runs 200] [--rounds 5] [--as-is]
+    .venv/bin/python benchmarks/hook_latency.py [--runs 200] [--rounds 5] [--spool-dir /dev/shm] [--python PATH]
 """
 
 import argparse
+import hashlib
+import json
 import os
 import shutil
 import statistics
@@ -28,32 +36,62 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-HOOKSCRIPT = os.path.join(REPO, 'hookscripts', 'accountdb-hook')
+sys.path.insert(0, REPO)
+
+from tests.support.hook import EXEC_HOOKSCRIPT, HOOKSCRIPT, SYSTEM_PYTHON, copy_package, debian_prefix  # noqa: E402
+
 PHASES = ('pre-start', 'post-start', 'pre-stop', 'post-stop')
 
 
-def default_python():
-    """Return /usr/bin/python3 if it imports pve_hooks in isolated mode, else sys.executable."""
-    candidate = '/usr/bin/python3'
-    if os.path.exists(candidate) and subprocess.run([candidate, '-I', '-c', 'import pve_hooks'], cwd='/',
-                                                    capture_output=True).returncode == 0:
-        return candidate
-    return sys.executable
+def debian_like_python(scratch):
+    """Return the python3 of a Debian-like scratch prefix holding a compiled copy of this tree's pve_hooks."""
+    python = debian_prefix(os.path.join(scratch, 'usr'), SYSTEM_PYTHON)
+    packages = os.path.join(scratch, 'usr', 'lib', 'python3', 'dist-packages')
+    copy_package(packages)
+    subprocess.run([python, '-I', '-S', '-m', 'compileall', '-q', os.path.join(packages, 'pve_hooks')], check=True)
+    return python
 
 
-def deb_like_python(python, scratch):
-    """Return a venv interpreter (of ``python``) with a plain copy of pve_hooks in its site-packages."""
-    venv = os.path.join(scratch, 'venv')
-    subprocess.run([python, '-m', 'venv', '--without-pip', venv], check=True)
-    site = subprocess.run([os.path.join(venv, 'bin', 'python'), '-I', '-c',
-                           'import sysconfig; print(sysconfig.get_paths()["purelib"])'],
-                          check=True, capture_output=True, text=True).stdout.strip()
-    shutil.copytree(os.path.join(REPO, 'pve_hooks'), os.path.join(site, 'pve_hooks'),
-                    ignore=shutil.ignore_patterns('__pycache__'))
-    interpreter = os.path.join(venv, 'bin', 'python')
-    subprocess.run([interpreter, '-I', '-c', 'import compileall, pve_hooks, os; '
-                    'compileall.compile_dir(os.path.dirname(pve_hooks.__file__), quiet=1)'], check=True)
-    return interpreter
+def hookscript_for(python, scratch):
+    """Copy the hookscript into ``scratch`` with ``python`` in place of its #! interpreter; return (path, flags).
+
+    Only the interpreter's path changes: executing the copy applies the
+    hookscript's own #! flags (returned as the one argument the kernel passes).
+    """
+    with open(HOOKSCRIPT) as stream:
+        first, rest = stream.readline(), stream.read()
+    interpreter, _, flags = first[2:].strip().partition(' ')
+    path = os.path.join(scratch, 'snippets', 'accountdb-hook')
+    os.makedirs(os.path.dirname(path))
+    with open(path, 'w') as stream:
+        stream.write('#!{0} {1}\n'.format(python, flags) + rest)
+    os.chmod(path, 0o755)
+    return path, [flags] if flags else []
+
+
+def how_found(python, flags, env):
+    """Run the hookscript's code with ``flags``; return (file pve_hooks.hook came from, whether site ran)."""
+    code = EXEC_HOOKSCRIPT.format(path=HOOKSCRIPT, vmid='100', phase='post-stop')
+    out = subprocess.run([python] + flags + ['-c', code], env=env, capture_output=True, text=True, check=True)
+    report = json.loads(out.stdout)
+    if report['exit'] != 0 or not report['hook_file']:
+        raise SystemExit('the hookscript did not load pve_hooks with {0} {1}: {2}'.format(python, flags, out.stderr))
+    return report['hook_file'], 'site' in report['modules']
+
+
+def is_this_tree(package_dir):
+    """Return True if ``package_dir`` holds the same .py files, byte for byte, as this tree's pve_hooks."""
+    def digests(top):
+        found = {}
+        for folder, dirs, files in os.walk(top):
+            dirs[:] = [name for name in dirs if name != '__pycache__']
+            for name in files:
+                if name.endswith('.py'):
+                    path = os.path.join(folder, name)
+                    with open(path, 'rb') as stream:
+                        found[os.path.relpath(path, top)] = hashlib.sha256(stream.read()).hexdigest()
+        return found
+    return digests(package_dir) == digests(os.path.join(REPO, 'pve_hooks'))
 
 
 def make_site(scratch, spool_dir=None):
@@ -106,87 +144,119 @@ def p99(values):
 
 SPLIT = """
 import time; t0 = time.perf_counter()
-import os
-from pve_hooks import hook; t1 = time.perf_counter()
+import os, sys; t1 = time.perf_counter()
+sys.path.extend({0!r})
+from pve_hooks import hook; t2 = time.perf_counter()
 null = os.open(os.devnull, os.O_WRONLY)
-hook.main(['hook', '100', 'post-stop'], os.environ, stderr_fd=null); t2 = time.perf_counter()
-print(t1 - t0, t2 - t1)
+hook.main(['hook', '100', 'post-stop'], os.environ, stderr_fd=null); t3 = time.perf_counter()
+print(t1 - t0, t2 - t1, t3 - t2)
 """
 
 
-def split_costs(python, env, runs):
-    """Return medians (seconds) of importing pve_hooks.hook and of hook.main(), each in a fresh process.
+def split_costs(python, flags, extra_path, env, runs):
+    """Return medians (seconds) of importing os, importing pve_hooks.hook and hook.main(), in fresh processes.
 
     Separates the hookscript's imports from its own work (config, event,
-    durable write with two fsyncs) as they happen in a real, cold run.
+    durable write with two fsyncs) as they happen in a real, cold run;
+    ``flags`` and ``extra_path`` (appended to sys.path) reproduce how the
+    hookscript found the package. ``os`` is listed apart: without site
+    (-S) the interpreter has not imported it yet, and the hookscript needs it.
     """
-    imports, mains = [], []
+    parts = ([], [], [])
     for _ in range(runs):
-        out = subprocess.run([python, '-I', '-c', SPLIT], env=env, capture_output=True, text=True, check=True)
-        first, second = out.stdout.split()
-        imports.append(float(first))
-        mains.append(float(second))
-    return statistics.median(imports), statistics.median(mains)
+        out = subprocess.run([python] + flags + ['-c', SPLIT.format(extra_path)], env=env, capture_output=True,
+                             text=True, check=True)
+        for part, value in zip(parts, out.stdout.split()):
+            part.append(float(value))
+    return tuple(statistics.median(part) for part in parts)
+
+
+def ms(seconds):
+    return '{0:7.2f} ms'.format(seconds * 1000)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--python', default=None, help='interpreter to measure (default: see module doc)')
+    parser.add_argument('--python', default=None,
+                        help='interpreter to measure with the pve_hooks it finds (default: see module doc)')
     parser.add_argument('--runs', type=int, default=200, help='sequential runs of each (default 200)')
     parser.add_argument('--burst', type=int, default=64, help='processes started at once (default 64)')
     parser.add_argument('--rounds', type=int, default=5, help='bursts of each kind, alternating (default 5)')
     parser.add_argument('--spool-dir', default=None,
                         help='put the spool here, e.g. on /dev/shm to see the cost without disk fsync latency')
-    parser.add_argument('--as-is', action='store_true',
-                        help='use the interpreter\'s own pve_hooks instead of a scratch copy of this tree')
     args = parser.parse_args()
 
     scratch = tempfile.mkdtemp(prefix='pve-hooks-bench-')
     spool_dir = None
     try:
         if args.python:
-            python = args.python
-        elif args.as_is:
-            python = default_python()
+            python = label = os.path.abspath(args.python)  # the #! needs an absolute path
+        elif os.path.exists(SYSTEM_PYTHON):
+            python = debian_like_python(scratch)
+            label = '{0} (a copy of {1} in a scratch prefix laid out like /usr, this tree\'s pve_hooks in its ' \
+                    'lib/python3/dist-packages)'.format(python, SYSTEM_PYTHON)
         else:
-            python = '/usr/bin/python3' if os.path.exists('/usr/bin/python3') else sys.executable
-        label = python
-        if not args.as_is:
-            python = deb_like_python(python, scratch)
-            label += " (scratch venv holding a plain copy of this tree's pve_hooks)"
+            raise SystemExit('no {0} to copy: pass --python PATH'.format(SYSTEM_PYTHON))
         spool_dir = tempfile.mkdtemp(prefix='pve-hooks-bench-spool-', dir=args.spool_dir) if args.spool_dir else None
         env = make_site(scratch, spool_dir)
-        hook = [python, '-I', HOOKSCRIPT, '100']
+        script, flags = hookscript_for(python, scratch)
+        hook_file, site_ran = how_found(python, flags, env)
+        package_dir = os.path.dirname(hook_file)
+        hook = [script, '100']
         bare = [python, '-I', '-c', 'pass']
+        floor = [python, '-I', '-S', '-c', 'pass']
+        kinds = {'hook': [], 'bare': [], 'floor': [], 'system': []}
+        system = [SYSTEM_PYTHON, '-I', '-c', 'pass'] if not args.python and os.path.exists(SYSTEM_PYTHON) else None
         for phase in PHASES:  # warm-up: page cache, .pyc files
-            time_one(hook + [phase], env)
-            time_one(bare, env)
-        hook_times, bare_times = [], []
+            for argv in (hook + [phase], bare, floor) + ((system,) if system else ()):
+                time_one(argv, env)
         for index in range(args.runs):
-            hook_times.append(time_one(hook + [PHASES[index % 4]], env))
-            bare_times.append(time_one(bare, env))
-        hook_median, bare_median = statistics.median(hook_times), statistics.median(bare_times)
+            kinds['hook'].append(time_one(hook + [PHASES[index % 4]], env))
+            kinds['bare'].append(time_one(bare, env))
+            kinds['floor'].append(time_one(floor, env))
+            if system:
+                kinds['system'].append(time_one(system, env))
+        median = {kind: statistics.median(times) for kind, times in kinds.items() if times}
 
-        hook_burst, bare_burst = [], []
+        bursts = {'hook': [], 'bare': [], 'floor': []}
         for _ in range(args.rounds):
-            hook_burst += time_burst([hook + [PHASES[i % 4]] for i in range(args.burst)], env)
-            bare_burst += time_burst([bare] * args.burst, env)
-        import_cost, main_cost = split_costs(python, env, min(args.runs, 100))
+            bursts['hook'] += time_burst([hook + [PHASES[i % 4]] for i in range(args.burst)], env)
+            bursts['bare'] += time_burst([bare] * args.burst, env)
+            bursts['floor'] += time_burst([floor] * args.burst, env)
+        tail = {kind: p99(times) for kind, times in bursts.items()}
+        ready = os.path.join(spool_dir or os.path.join(scratch, 'spool'), 'outbox', 'ready')
+        spooled, expected = len(os.listdir(ready)), 1 + len(PHASES) + args.runs + args.rounds * args.burst
+        if spooled != expected:  # exit 0 alone does not prove it: the hookscript exits 0 whatever happens
+            raise SystemExit('the hookscript spooled {0} events in {1}, expected {2}'.format(spooled, ready, expected))
+        extra_path = [] if site_ran else [os.path.dirname(package_dir)]
+        os_cost, import_cost, main_cost = split_costs(python, ['-I'] if site_ran else ['-I', '-S'], extra_path, env,
+                                             min(args.runs, 100))
 
         print('interpreter: {0}'.format(label))
+        print('hookscript: {0} (executed: its #! flags {1} apply)'.format(script, ' '.join(flags) or 'none'))
+        print('pve_hooks found in {0}: {1}; {2}'.format(
+            package_dir, 'without site processing' if not site_ran else
+            'by the fallback to site processing (its cost is paid on every run)',
+            'this tree\'s code' if is_this_tree(package_dir) else 'NOT this tree\'s code (an older install?)'))
         print('spool: {0}'.format(spool_dir or os.path.join(scratch, 'spool')))
         print('sequential, {0} runs each, alternating:'.format(args.runs))
-        print('  bare `python -I -c pass`  median {0:7.2f} ms'.format(bare_median * 1000))
-        print('  hookscript                median {0:7.2f} ms'.format(hook_median * 1000))
-        print('  ratio {0:.2f}x (target <= 1.3x)'.format(hook_median / bare_median))
+        print('  bare `python -I -c pass`     median {0}'.format(ms(median['bare'])))
+        print('  bare `python -I -S -c pass`  median {0}'.format(ms(median['floor'])))
+        print('  hookscript                   median {0}'.format(ms(median['hook'])))
+        if system:
+            print('  (this machine\'s `{0} -I -c pass`, its own site-packages: median {1})'.format(
+                SYSTEM_PYTHON, ms(median['system']).strip()))
+        print('  ratio vs -I: {0:.2f}x (target <= 1.3x); vs -I -S (no site, the floor): {1:.2f}x'.format(
+            median['hook'] / median['bare'], median['hook'] / median['floor']))
         print('{0} started at once, {1} rounds each, alternating:'.format(args.burst, args.rounds))
-        print('  bare        p99 {0:7.2f} ms  median {1:7.2f} ms'.format(p99(bare_burst) * 1000,
-                                                                      statistics.median(bare_burst) * 1000))
-        print('  hookscript  p99 {0:7.2f} ms  median {1:7.2f} ms'.format(p99(hook_burst) * 1000,
-                                                                      statistics.median(hook_burst) * 1000))
-        print('  p99 ratio {0:.2f}x (target <= 1.5x)'.format(p99(hook_burst) / p99(bare_burst)))
-        print('split, fresh processes: importing pve_hooks.hook {0:.2f} ms, hook.main() {1:.2f} ms (config, '
-              'event, durable write: fsync file, rename, fsync dir)'.format(import_cost * 1000, main_cost * 1000))
+        for kind, name in (('bare', 'bare -I   '), ('floor', 'bare -I -S'), ('hook', 'hookscript')):
+            print('  {0}  p99 {1}  median {2}'.format(name, ms(tail[kind]), ms(statistics.median(bursts[kind]))))
+        print('  p99 ratio vs -I: {0:.2f}x (target <= 1.5x); vs -I -S: {1:.2f}x'.format(
+            tail['hook'] / tail['bare'], tail['hook'] / tail['floor']))
+        print('split, fresh processes: importing os {0}{1}, pve_hooks.hook {2}, hook.main() {3} (config, event, '
+              'durable write: fsync file, rename, fsync dir)'.format(
+                  ms(os_cost).strip(), ' (already imported by site)' if site_ran else '', ms(import_cost).strip(),
+                  ms(main_cost).strip()))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
         if spool_dir:
