@@ -3,7 +3,8 @@
 :func:`read_guests` is the only source of an inventory sent to AccountDB, and
 it never returns a partial or empty list because a read failed: any failed
 call or malformed row raises. :func:`read_vmlist` is a cheap change detector;
-:func:`hookscript_of` and :func:`list_guest_configs` read pmxcfs directly.
+:func:`list_guest_configs` lists pmxcfs guest configs directly (their
+contents are read by :mod:`pve_hooks.guestconf`).
 """
 
 import hashlib
@@ -222,34 +223,6 @@ def read_vmlist(pve_root):
             raise VmlistError('{0}: malformed entry for id {1!r}'.format(path, key))
         ids[vmid] = {'node': entry['node'], 'type': entry['type'], 'version': entry.get('version')}
     return data['version'], ids
-
-
-def config_path(pve_root, node, vmid, guest_type):
-    """Return the path of a guest's configuration file under ``pve_root``."""
-    if guest_type not in CONFIG_DIRS:
-        raise ValueError('guest type must be qemu or lxc, got {0!r}'.format(guest_type))
-    return os.path.join(pve_root, 'nodes', node, CONFIG_DIRS[guest_type], '{0}.conf'.format(int(vmid)))
-
-
-def hookscript_of(pve_root, node, vmid, guest_type):
-    """Return the guest's hookscript volume id (e.g. 'local:snippets/x'), or None when it has none.
-
-    Same as ``pvesh get /nodes/{node}/qemu/{vmid}/config --current 1`` (its
-    ``hookscript`` key). Reads only the top section of the config file,
-    before the first ``[section]`` line (snapshots and pending changes).
-    Raise OSError (FileNotFoundError when the guest has no config on this node).
-    """
-    path = config_path(pve_root, node, vmid, guest_type)
-    with open(path, 'rb') as stream:
-        text = stream.read().decode('utf-8', 'replace')
-    for line in text.splitlines():
-        stripped = line.strip()
-        if stripped.startswith('['):
-            break
-        key, sep, value = stripped.partition(':')
-        if sep and key.strip() == 'hookscript':
-            return value.strip() or None
-    return None
 
 
 def list_guest_configs(pve_root, node):

@@ -1,5 +1,7 @@
 """pve_hooks.guestconf: top-section parsing of guest configs on real files."""
 
+import pytest
+
 from pve_hooks import guestconf
 from tests.support.guests import write_guest
 
@@ -35,3 +37,22 @@ def test_guests_using_scans_every_node(tmp_path):
     write_guest(tmp_path, 301, node='pve2')
     assert guestconf.guests_using(str(tmp_path), lambda v: v == 'local:snippets/x') == [100, 300]
     assert guestconf.guests_using(str(tmp_path / 'nothing'), lambda v: True) == []
+
+
+def test_hookscript_only_from_top_section(tmp_path):
+    def write(relative, text):
+        path = tmp_path / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        return str(path)
+
+    vm = write('nodes/pve1/qemu-server/100.conf',
+               'boot: order=scsi0\nhookscript: local:snippets/gpu-hook\nname: web\n\n[snap1]\nhookscript: old\n')
+    pending = write('nodes/pve1/qemu-server/101.conf', 'name: x\n\n[PENDING]\nhookscript: local:snippets/y\n')
+    ct = write('nodes/pve1/lxc/200.conf', '#hookscript: not-this\nhostname: ct\nhookscript:local:snippets/z\n')
+    assert guestconf.read_guest(vm, 100, 'qemu', 'pve1').hookscript == 'local:snippets/gpu-hook'
+    assert guestconf.read_guest(pending, 101, 'qemu', 'pve1').hookscript is None
+    guest = guestconf.read_guest(ct, 200, 'lxc', 'pve1')
+    assert (guest.hookscript, guest.name) == ('local:snippets/z', 'ct')
+    with pytest.raises(FileNotFoundError):
+        guestconf.read_guest(str(tmp_path / 'nodes/pve1/qemu-server/300.conf'), 300, 'qemu', 'pve1')

@@ -158,21 +158,6 @@ def write(tmp_path, relative, text):
     path.write_text(text)
 
 
-def test_hookscript_only_from_top_section(tmp_path):
-    write(tmp_path, 'nodes/pve1/qemu-server/100.conf',
-          'boot: order=scsi0\nhookscript: local:snippets/gpu-hook\nname: web\n\n[snap1]\nhookscript: old\n')
-    write(tmp_path, 'nodes/pve1/qemu-server/101.conf', 'name: x\n\n[PENDING]\nhookscript: local:snippets/y\n')
-    write(tmp_path, 'nodes/pve1/lxc/200.conf', '#hookscript: not-this\nhostname: ct\nhookscript:local:snippets/z\n')
-    root = str(tmp_path)
-    assert inventory.hookscript_of(root, 'pve1', 100, 'qemu') == 'local:snippets/gpu-hook'
-    assert inventory.hookscript_of(root, 'pve1', 101, 'qemu') is None
-    assert inventory.hookscript_of(root, 'pve1', 200, 'lxc') == 'local:snippets/z'
-    with pytest.raises(FileNotFoundError):
-        inventory.hookscript_of(root, 'pve1', 300, 'qemu')
-    with pytest.raises(ValueError):
-        inventory.hookscript_of(root, 'pve1', 100, 'kvm')
-
-
 def test_list_guest_configs(tmp_path):
     for relative in ('nodes/pve1/qemu-server/101.conf', 'nodes/pve1/qemu-server/100.conf',
                      'nodes/pve1/lxc/150.conf', 'nodes/pve1/lxc/150.conf.tmp', 'nodes/pve1/lxc/abc.conf',
