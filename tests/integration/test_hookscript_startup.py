@@ -76,11 +76,18 @@ def test_run_by_its_shebang_it_finds_the_debian_package_without_site(site, tmp_p
     assert (result.returncode, result.stderr) == (0, '')
     assert len(site.ready()) == 1
     assert not marker.exists()
+    # The same from inside: the package came from the Debian directory and site was never imported.
+    result = run([python, '-I', '-S', '-c', EXEC_HOOKSCRIPT.format(path=str(script), vmid='100', phase='pre-stop')],
+                 site)
+    report = json.loads(result.stdout)
+    assert report['exit'] == 0 and 'site' not in report['modules']
+    assert report['hook_file'] == str(packages / 'pve_hooks' / 'hook.py')
+    assert len(site.ready()) == 2 and not marker.exists()
 
     # The same interpreter with site (no -S) does run the .pth: the marker can tell.
     result = run([python, '-I', str(script), '100', 'post-stop'], site)
     assert (result.returncode, result.stderr) == (0, '')
-    assert len(site.ready()) == 2 and marker.exists()
+    assert len(site.ready()) == 3 and marker.exists()
 
 
 @pytest.mark.skipif(sys.prefix == sys.base_prefix, reason='needs the test interpreter to be a venv (make venv)')
