@@ -74,8 +74,17 @@ def stored_count(db):
         connection.close()
 
 
+def cpu_seconds(pid):
+    """Return the user+system CPU seconds process ``pid`` has used so far."""
+    with open('/proc/{0}/stat'.format(pid)) as stream:
+        fields = stream.read().rsplit(')', 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+
+
 def drain(server, directory, count, batch_size, timeout):
-    """Spool ``count`` events, start the daemon, wait until AccountDB holds them; return seconds.
+    """Spool ``count`` events, start the daemon, wait until AccountDB holds them.
+
+    Return (seconds, daemon CPU seconds, server CPU seconds) for the drain.
 
     Raise RuntimeError if they are not all stored within ``timeout`` seconds.
     """
@@ -100,6 +109,7 @@ def drain(server, directory, count, batch_size, timeout):
     before = stored_count(server.db)
     prepare_outbox(spool_dir, count)
     log = open(os.path.join(directory, 'daemon.log'), 'wb')
+    server_cpu = cpu_seconds(server.process.pid)
     started = time.monotonic()
     daemon = subprocess.Popen([sys.executable, '-m', 'pve_hooks', '--config', config, 'reconcile'],
                               stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -111,7 +121,8 @@ def drain(server, directory, count, batch_size, timeout):
                 raise RuntimeError('only {0} of {1} events stored after {2} s'.format(
                     stored_count(server.db) - before, count, timeout))
             time.sleep(0.05)
-        return time.monotonic() - started
+        return (time.monotonic() - started, cpu_seconds(daemon.pid),
+                cpu_seconds(server.process.pid) - server_cpu)
     finally:
         daemon.terminate()
         daemon.wait(30)
@@ -127,8 +138,9 @@ def main(argv=None):
     root = tempfile.mkdtemp(prefix='bench-drain-')
     try:
         with run_dev_accountdb(os.path.join(root, 'accountdb')) as server:
-            one_by_one = drain(server, os.path.join(root, 'one'), args.sample, 1, timeout=600)
-            batched = drain(server, os.path.join(root, 'batched'), args.events, args.batch_size, timeout=900)
+            one_by_one, one_cpu, one_server = drain(server, os.path.join(root, 'one'), args.sample, 1, timeout=600)
+            batched, batched_cpu, batched_server = drain(server, os.path.join(root, 'batched'), args.events,
+                                                         args.batch_size, timeout=900)
             total = stored_count(server.db)
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -144,6 +156,8 @@ def main(argv=None):
         'met' if batched <= TARGET_SECONDS else 'MISSED'))
     print('  baseline, one request per event: {0} events in {1:.1f} s = {2:,.0f} events/s '
           '(extrapolated to {3}: {4:.0f} s)'.format(args.sample, one_by_one, rate_single, args.events, extrapolated))
+    print('  CPU seconds during the batched drain: daemon {0:.1f}, AccountDB {1:.1f}; one-by-one sample: daemon '
+          '{2:.1f}, AccountDB {3:.1f}'.format(batched_cpu, batched_server, one_cpu, one_server))
     print('  ratio batched / one-by-one: {0:.1f}x   target >= {1:.0f}x: {2}'.format(
         ratio, TARGET_RATIO, 'met' if ratio >= TARGET_RATIO else 'MISSED'))
     return 0
