@@ -7,13 +7,14 @@ Proxmox puts in the task log, and to the journal), except with the documented
 opt-ins ``hook.on_error: abort`` / ``hook.chain_on_error: abort``, which only
 affect pre-start. It never touches the network, pvesh or qm.
 
-Hot path: standard library built-ins only (``os``, ``time``, ``fcntl``,
-``_socket``); ``subprocess`` is imported only when hook.chain_dir holds
-executables. ``python3 -X importtime hookscripts/accountdb-hook 100 pre-start``
-shows what it loads.
+Hot path: standard library built-ins only (``posix``, ``time``, ``fcntl``,
+``_socket``), not even ``os`` (see :mod:`pve_hooks.spool`: the hookscript
+starts without site, and ``os`` would cost ~1.2 ms); ``subprocess`` is
+imported only when hook.chain_dir holds executables. ``python3 -IS -X
+importtime hookscripts/accountdb-hook 100 pre-start`` shows what it loads.
 """
 
-import os
+import posix  # not os: see above
 import time
 
 from pve_hooks import event, hookconfig, journal_native, spool
@@ -47,7 +48,7 @@ class Reporter:
         """Write ``message`` to stderr (one line) and to the journal."""
         text = (PREFIX + message).replace('\n', ' ') + '\n'
         try:
-            os.write(self.stderr_fd, text.encode('utf-8', 'backslashreplace'))
+            posix.write(self.stderr_fd, text.encode('utf-8', 'backslashreplace'))
         except OSError:
             pass  # stderr closed: the journal still gets it
         self.journal(priority, message, **fields)
@@ -58,12 +59,21 @@ class Reporter:
                 pass  # the outbox itself is unwritable: the line above is all we can do
 
 
+def _exists(path):
+    """os.path.exists without os."""
+    try:
+        posix.stat(path)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 def guest_type(pve_root, node, vmid):
     """Return 'qemu' or 'lxc' by which guest config exists under ``pve_root``, else 'unknown'."""
     base = pve_root + '/nodes/' + node
-    if os.path.exists('{0}/qemu-server/{1}.conf'.format(base, vmid)):
+    if _exists('{0}/qemu-server/{1}.conf'.format(base, vmid)):
         return 'qemu'
-    if os.path.exists('{0}/lxc/{1}.conf'.format(base, vmid)):
+    if _exists('{0}/lxc/{1}.conf'.format(base, vmid)):
         return 'lxc'
     return 'unknown'
 
@@ -75,7 +85,7 @@ def chain_scripts(chain_dir):
     leftovers). A missing directory gives []; raise OSError if it cannot be read.
     """
     try:
-        items = list(os.scandir(chain_dir))
+        items = list(posix.scandir(chain_dir))
     except FileNotFoundError:
         return []
     found = []
@@ -84,7 +94,7 @@ def chain_scripts(chain_dir):
         if name.startswith('.') or '.dpkg-' in name or name.endswith('~'):
             continue
         try:
-            if item.is_file() and os.access(item.path, os.X_OK):
+            if item.is_file() and posix.access(item.path, posix.X_OK):
                 found.append(item.path)
         except OSError:
             continue
@@ -117,7 +127,7 @@ def run_chain(scripts, args, environ, timeout, report, vmid, phase):
             status = process.wait(timeout)
         except subprocess.TimeoutExpired:
             try:
-                os.killpg(process.pid, signal.SIGKILL)
+                posix.killpg(process.pid, signal.SIGKILL)
             except OSError:
                 pass
             process.wait()
@@ -138,11 +148,13 @@ def _exit_code(abort, phase):
     return 1 if abort and phase == 'pre-start' else 0
 
 
-def main(argv, environ, clock_ns=time.time_ns, random_bytes=os.urandom, stderr_fd=2, write=os.write):
+def main(argv, environ, clock_ns=time.time_ns, random_bytes=posix.urandom, stderr_fd=2, write=posix.write):
     """Run the hookscript for ``argv`` (``[script, vmid, phase]``) and ``environ``; return the exit code.
 
-    ``clock_ns`` (time.time_ns) and ``random_bytes`` (os.urandom) make time
-    and the event id controllable in tests; ``write`` is os.write, for fault
+    ``environ`` is a str mapping (os.environ, or the hookscript's decoded
+    copy of posix.environ). ``clock_ns`` (time.time_ns) and ``random_bytes``
+    (os.urandom, which is posix.urandom) make time and the event id
+    controllable in tests; ``write`` is os.write (posix.write), for fault
     injection. Returns 0 except in pre-start with hook.on_error: abort (the
     event could not be spooled, or argv is invalid) or hook.chain_on_error:
     abort (a chained hook failed). Does not raise for expected failures.

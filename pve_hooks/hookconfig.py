@@ -9,8 +9,6 @@ affected values fall back to the schema's defaults, so the event is still
 spooled.
 """
 
-import os
-
 from pve_hooks import miniyaml, schema
 
 # The same names as pve_hooks.config (which imports difflib; not on the hot path).

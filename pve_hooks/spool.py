@@ -1,7 +1,14 @@
 """The outbox's on-disk primitives, shared by the hookscript and :mod:`pve_hooks.outbox`.
 
-Standard library built-ins only (``os``, ``fcntl``): the hookscript imports
-this module on its hot path, so no ``json``, ``re``, ``logging`` here.
+Standard library built-ins only (``posix``, ``fcntl``): the hookscript imports
+this module on its hot path, so no ``json``, ``re``, ``logging`` here, and
+not even ``os``: the hookscript runs without ``site`` (``-IS``), so nothing
+has imported ``os`` yet, and importing it (with ``_collections_abc``,
+``stat``, ``posixpath``) costs about 1.2 ms of a ~13 ms start. ``posix`` is
+the built-in module ``os`` wraps, loaded at interpreter start: its functions
+are the very objects ``os`` exports (``posix.write is os.write``), so callers
+may pass ``os.write`` and the daemon may use ``os`` freely. Paths are joined
+as strings for the same reason.
 
 Layout under ``paths.spool_dir`` (directories mode 0700, files 0600)::
 
@@ -28,7 +35,7 @@ uses them so the hookscript never scans a directory.
 """
 
 import fcntl
-import os
+import posix  # not os: see the module docstring
 
 OUTBOX = 'outbox'
 TMP, READY, CLAIMED, DEAD, QUARANTINE = 'tmp', 'ready', 'claimed', 'dead', 'quarantine'
@@ -50,9 +57,20 @@ class OutboxFull(Exception):
         self.dropped = dropped
 
 
+def _join(directory, *names):
+    """os.path.join for an absolute ``directory`` and names without slashes (no os: see the module docstring)."""
+    return '/'.join((directory.rstrip('/'),) + names)
+
+
+def _dirname(path):
+    """os.path.dirname for a path without trailing or repeated slashes."""
+    head = path.rpartition('/')[0]
+    return head or ('/' if path.startswith('/') else '')
+
+
 def outbox_dir(spool_dir):
     """Given ``paths.spool_dir``, return the outbox directory inside it."""
-    return os.path.join(spool_dir, OUTBOX)
+    return _join(spool_dir, OUTBOX)
 
 
 def event_name(seq, vmid, event_id):
@@ -77,10 +95,10 @@ def parse_name(name):
 
 def _mkdir(path):
     try:
-        os.mkdir(path, 0o700)
+        posix.mkdir(path, 0o700)
     except FileExistsError:
         return
-    os.chmod(path, 0o700)  # mkdir's mode is reduced by the umask
+    posix.chmod(path, 0o700)  # mkdir's mode is reduced by the umask
 
 
 def ensure_dirs(spool_dir):
@@ -88,51 +106,54 @@ def ensure_dirs(spool_dir):
 
     Raise OSError if a directory cannot be created.
     """
-    parent = os.path.dirname(spool_dir.rstrip('/'))
-    if parent and not os.path.isdir(parent):
-        os.makedirs(parent, 0o755, exist_ok=True)
-    _mkdir(spool_dir)
+    try:
+        _mkdir(spool_dir)
+    except FileNotFoundError:  # its parent is missing too (rare: a new node or a custom paths.spool_dir)
+        import os
+        os.makedirs(_dirname(spool_dir.rstrip('/')), 0o755, exist_ok=True)
+        _mkdir(spool_dir)
     root = outbox_dir(spool_dir)
     _mkdir(root)
     for sub in SUBDIRS:
-        _mkdir(os.path.join(root, sub))
+        _mkdir(_join(root, sub))
 
 
 def fsync_dir(path):
     """fsync directory ``path`` so a rename into (or out of) it is durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    fd = posix.open(path, posix.O_RDONLY | posix.O_DIRECTORY | posix.O_CLOEXEC)
     try:
-        os.fsync(fd)
+        posix.fsync(fd)
     finally:
-        os.close(fd)
+        posix.close(fd)
 
 
-def write_file(tmp_path, final_path, data, write=os.write):
+def write_file(tmp_path, final_path, data, write=posix.write):
     """Durably publish ``data`` at ``final_path`` via ``tmp_path`` (same file system).
 
     Create ``tmp_path`` with O_CREAT|O_EXCL mode 0600, write, fsync, rename to
     ``final_path``, fsync the final directory. On any failure the temporary
     file is removed and the OSError propagates. ``write`` is ``os.write``
-    (a parameter so tests can inject faults such as ENOSPC).
+    (``posix.write`` is the same function; a parameter so tests can inject
+    faults such as ENOSPC).
     """
-    fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    fd = posix.open(tmp_path, posix.O_WRONLY | posix.O_CREAT | posix.O_EXCL | posix.O_CLOEXEC, 0o600)
     try:
         try:
             view = memoryview(data)
             while view:
                 written = write(fd, view)
                 view = view[written:]
-            os.fsync(fd)
+            posix.fsync(fd)
         finally:
-            os.close(fd)
-        os.rename(tmp_path, final_path)
+            posix.close(fd)
+        posix.rename(tmp_path, final_path)
     except BaseException:
         try:
-            os.unlink(tmp_path)
+            posix.unlink(tmp_path)
         except OSError:
             pass
         raise
-    fsync_dir(os.path.dirname(final_path))
+    fsync_dir(_dirname(final_path))
 
 
 class StateLock:
@@ -151,16 +172,16 @@ class StateLock:
         self.seq = self.count = self.bytes = self.dropped = self.spooled = self.errors = 0
 
     def __enter__(self):
-        lock_path = os.path.join(self.root, LOCK_FILE)
-        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
+        lock_path = _join(self.root, LOCK_FILE)
+        flags = posix.O_RDWR | posix.O_CREAT | posix.O_CLOEXEC
         try:
-            self.lock_fd = os.open(lock_path, flags, 0o600)
+            self.lock_fd = posix.open(lock_path, flags, 0o600)
         except FileNotFoundError:
             ensure_dirs(self.spool_dir)
-            self.lock_fd = os.open(lock_path, flags, 0o600)
+            self.lock_fd = posix.open(lock_path, flags, 0o600)
         try:
             # Opened before the lock so the lock is held for a pread and a pwrite only.
-            self.state_fd = os.open(os.path.join(self.root, STATE_FILE), flags, 0o600)
+            self.state_fd = posix.open(_join(self.root, STATE_FILE), flags, 0o600)
             fcntl.flock(self.lock_fd, fcntl.LOCK_EX)
             self._read()
         except BaseException:
@@ -169,7 +190,7 @@ class StateLock:
         return self
 
     def _read(self):
-        fields = os.pread(self.state_fd, 128, 0).split()
+        fields = posix.pread(self.state_fd, 128, 0).split()
         if 4 <= len(fields) <= 6 and all(field.isdigit() for field in fields):
             values = [int(field) for field in fields] + [0, 0]  # older, shorter formats
             self.seq, self.count, self.bytes, self.dropped, self.spooled, self.errors = values[:6]
@@ -178,12 +199,12 @@ class StateLock:
         """Write the current values back to ``state`` (not fsynced: see module docstring)."""
         values = [max(0, value) for value in (self.seq, self.count, self.bytes, self.dropped, self.spooled,
                                               self.errors)]
-        os.pwrite(self.state_fd, _STATE_FORMAT.format(*values).encode('ascii'), 0)
+        posix.pwrite(self.state_fd, _STATE_FORMAT.format(*values).encode('ascii'), 0)
 
     def _close(self):
         for fd in (self.state_fd, self.lock_fd):
             if fd >= 0:
-                os.close(fd)  # closing the lock file releases the flock
+                posix.close(fd)  # closing the lock file releases the flock
         self.state_fd = self.lock_fd = -1
 
     def __exit__(self, *exc):
@@ -191,7 +212,7 @@ class StateLock:
         return False
 
 
-def spool_event(spool_dir, vmid, event_id, build, now_ns, max_events, max_bytes, write=os.write):
+def spool_event(spool_dir, vmid, event_id, build, now_ns, max_events, max_bytes, write=posix.write):
     """Write one event durably into ready/; the one write path of the hookscript and the daemon.
 
     ``build(seq)`` returns the event's bytes with ``seq`` filled in; ``seq`` is
@@ -221,13 +242,13 @@ def spool_event(spool_dir, vmid, event_id, build, now_ns, max_events, max_bytes,
         state.save()
     name = event_name(seq, vmid, event_id)
     root = state.root
-    final = os.path.join(root, READY, name)
+    final = _join(root, READY, name)
     try:
         try:
-            write_file(os.path.join(root, TMP, name), final, data, write)
+            write_file(_join(root, TMP, name), final, data, write)
         except FileNotFoundError:  # a directory was removed under us: recreate it once
             ensure_dirs(spool_dir)
-            write_file(os.path.join(root, TMP, name), final, data, write)
+            write_file(_join(root, TMP, name), final, data, write)
     except BaseException:
         try:
             adjust(spool_dir, -1, -len(data), dropped_delta=1, spooled_delta=-1)

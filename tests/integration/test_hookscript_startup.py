@@ -81,6 +81,7 @@ def test_run_by_its_shebang_it_finds_the_debian_package_without_site(site, tmp_p
                  site)
     report = json.loads(result.stdout)
     assert report['exit'] == 0 and 'site' not in report['modules']
+    assert 'os' not in report['modules']  # nor os, which site would have imported (~1.2 ms)
     assert report['hook_file'] == str(packages / 'pve_hooks' / 'hook.py')
     assert len(site.ready()) == 2 and not marker.exists()
 
