@@ -7,7 +7,8 @@ reconciliation AccountDB's picture must be right anyway: which guests the node
 has, and their status.
 """
 
-from tests.end_to_end.harness import assert_all_delivered, stored_events, stored_inventories, wait_for
+from tests.end_to_end.harness import (assert_all_delivered, assert_per_guest_order, stored_events, stored_inventories,
+                                      wait_for)
 
 
 def _guests(db, node):
@@ -52,8 +53,12 @@ def test_container_restart_mode_migration(accountdb, pve_node, fake_node):
              'AccountDB to show 201 on pve2 only',
              seen=lambda: (_guests(accountdb.db, 'pve1'), _guests(accountdb.db, 'pve2')))
     wait_for(lambda: source.pending() == 0 and target.pending() == 0, 20, 'delivery')
+    # Two nodes deliver independently: AccountDB may receive pve2's events before pve1's. Order is
+    # kept per node (seq); across nodes the events carry occurred_at, by which AccountDB orders them.
+    events = stored_events(accountdb.db)
+    assert_per_guest_order(accountdb.db)
     history = [(e['node'], e['phase'], e['body'].get('migrated_from'))
-               for e in stored_events(accountdb.db)]
+               for e in sorted(events, key=lambda e: e['body']['occurred_at'])]
     assert history == [('pve1', 'pre-stop', None), ('pve1', 'post-stop', None),
                        ('pve2', 'pre-start', 'pve1'), ('pve2', 'post-start', 'pve1')], history
     for node in (source, target):
