@@ -43,6 +43,7 @@ SUBDIRS = (TMP, READY, CLAIMED, DEAD, QUARANTINE)
 STATE_FILE = 'state'
 LOCK_FILE = 'lock'
 SUFFIX = '.json'
+_ID_CHARS = '0123456789abcdef-'
 _STATE_FORMAT = '{0:020d} {1:020d} {2:020d} {3:020d} {4:020d} {5:020d}\n'
 
 
@@ -88,7 +89,7 @@ def parse_name(name):
         return None
     if not vmid.isascii() or not seq.isascii() or vmid[0] == '0':
         return None
-    if not all(ch in '0123456789abcdef-' for ch in event_id):
+    if event_id.strip(_ID_CHARS):  # anything left is a character outside [0-9a-f-] (one C call, no loop)
         return None
     return int(seq), int(vmid), event_id
 

@@ -42,7 +42,8 @@ def test_name_round_trip_and_sorting():
 @pytest.mark.parametrize('name', ['x.json', '0001-100-ab.json', '00000000000000000010-100-ab.txt',
                                   '00000000000000000010-0100-ab.json', '00000000000000000010-100-.json',
                                   '00000000000000000010-100-AB.json', '0000000000000000001x-100-ab.json',
-                                  '00000000000000000010-1x0-ab.json', '.00000000000000000010-100-ab.json'])
+                                  '00000000000000000010-1x0-ab.json', '.00000000000000000010-100-ab.json',
+                                  '00000000000000000010-100-ab.cd.json', '00000000000000000010-100-a b.json'])
 def test_parse_name_rejects(name):
     assert spool.parse_name(name) is None
 
