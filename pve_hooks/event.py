@@ -121,25 +121,20 @@ def encode(event):
 
 
 def _is_event_id(value):
-    if not isinstance(value, str) or len(value) != 36:
-        return False
-    for index, ch in enumerate(value):
-        if index in (8, 13, 18, 23):
-            if ch != '-':
-                return False
-        elif ch not in _HEX:
-            return False
-    return True
+    # 8-4-4-12 lower-case hex: '-' exactly at 8, 13, 18, 23 and nothing but hex elsewhere (str methods, no loop)
+    return (isinstance(value, str) and len(value) == 36 and value.count('-') == 4
+            and value[8] == value[13] == value[18] == value[23] == '-' and not value.strip(_HEX + '-'))
 
 
 def _is_timestamp(value):
     # 2026-11-26T10:35:26.123456Z
     if not isinstance(value, str) or len(value) != 27 or not value.isascii():
         return False
-    shape = 'dddd-dd-ddTdd:dd:dd.ddddddZ'
-    for ch, want in zip(value, shape):
-        if (want == 'd' and not ch.isdigit()) or (want != 'd' and ch != want):
-            return False
+    if value[4] + value[7] + value[10] + value[13] + value[16] + value[19] + value[26] != '--T::.Z':
+        return False
+    if not (value[:4] + value[5:7] + value[8:10] + value[11:13] + value[14:16] + value[17:19]
+            + value[20:26]).isdigit():  # ASCII only (checked above), so isdigit means 0-9
+        return False
     month, day = int(value[5:7]), int(value[8:10])
     hour, minute, second = int(value[11:13]), int(value[14:16]), int(value[17:19])
     return 1 <= month <= 12 and 1 <= day <= 31 and hour < 24 and minute < 60 and second < 61

@@ -90,6 +90,14 @@ def test_validate_accepts_a_valid_event_and_extras():
     ({'guest_type': 'vm'}, 'guest_type'), ({'phase': 'start'}, 'phase'),
     ({'occurred_at': '2026-11-26 10:35:26Z'}, 'occurred_at'),
     ({'occurred_at': '2026-13-26T10:35:26.123456Z'}, 'occurred_at'),
+    ({'event_id': '0f8fad5b-d9cb-469f-a165-70867728950'}, 'event_id'),    # 35 characters
+    ({'event_id': '0f8fad5bd-9cb-469f-a165-70867728950e'}, 'event_id'),   # '-' one place late
+    ({'event_id': '0f8fad5b-d9cb-469f-a165-7086-728950e'}, 'event_id'),   # a fifth '-'
+    ({'event_id': '0f8fad5b-d9cb-469f-a165-70867g28950e'}, 'event_id'),   # 'g' inside
+    ({'occurred_at': '2026-11-26T10:35:26.12x456Z'}, 'occurred_at'),
+    ({'occurred_at': '2026-11-26T10:35:26.123456+'}, 'occurred_at'),
+    ({'occurred_at': '2026-11-26T10-35:26.123456Z'}, 'occurred_at'),
+    ({'occurred_at': '2026-11-26T10:35:26.12\u0663456Z'}, 'occurred_at'),  # a non-ASCII digit
     ({'seq': -1}, 'seq'), ({'seq': 1.0}, 'seq'), ({'source': ''}, 'source'),
     ({'migrated_from': ''}, 'migrated_from'),
 ])
