@@ -21,6 +21,7 @@ from pve_hooks.spool import CLAIMED, DEAD, QUARANTINE, READY, TMP
 
 log = logging.getLogger(__name__)
 REASON_SUFFIX = '.reason'
+BAD_NAME = 'file name is not <seq>-<vmid>-<event_id>.json'
 
 
 class Entry:
@@ -92,8 +93,12 @@ class Outbox:
 
     # -- reading -----------------------------------------------------------
 
-    def _entries(self, sub, quarantine_bad=False):
-        """Return the parsable event files in ``sub``, unsorted (bad names optionally quarantined)."""
+    def _entries(self, sub, bad=None):
+        """Return the parsable event files in ``sub``, unsorted.
+
+        The paths of files whose names do not parse are appended to the list
+        ``bad`` when one is given (the caller quarantines them).
+        """
         directory = self._dir(sub)
         result = []
         try:
@@ -107,8 +112,8 @@ class Outbox:
                 continue
             parsed = spool.parse_name(name)
             if parsed is None:
-                if quarantine_bad:
-                    self.quarantine(item.path, 'file name is not <seq>-<vmid>-<event_id>.json')
+                if bad is not None:
+                    bad.append(item.path)
                 continue
             try:
                 info = item.stat(follow_symlinks=False)
@@ -120,11 +125,49 @@ class Outbox:
     def list_ready(self, limit=None):
         """Return up to ``limit`` (None: all) Entries in ready/, oldest ``seq`` first.
 
-        Files whose names do not parse are quarantined, never returned.
+        Files whose names do not parse are quarantined, never returned. Only
+        the returned files are stat()ed (for ``size`` and ``mtime``).
         """
-        entries = self._entries(READY, quarantine_bad=True)
-        entries.sort(key=lambda entry: entry.name)
-        return entries if limit is None else entries[:limit]
+        entries = []
+        for name in self.ready_names():
+            if limit is not None and len(entries) >= limit:
+                break
+            entry = self.ready_entry(name)
+            try:
+                info = os.lstat(entry.path)
+            except FileNotFoundError:
+                continue  # claimed or acknowledged meanwhile
+            entry.size, entry.mtime = info.st_size, info.st_mtime
+            entries.append(entry)
+        return entries
+
+    def ready_names(self):
+        """Return the names of the events in ready/, oldest ``seq`` first: one listing, no stat.
+
+        Files whose names do not parse are quarantined, never returned. Raise
+        OSError if ready/ cannot be listed (a missing ready/ is empty).
+        """
+        directory = self._dir(READY)
+        try:
+            names = os.listdir(directory)
+        except FileNotFoundError:
+            return []
+        good = []
+        for name in names:
+            if spool.parse_name(name) is None:
+                self.quarantine(os.path.join(directory, name), BAD_NAME)
+            else:
+                good.append(name)
+        good.sort()
+        return good
+
+    def ready_entry(self, name):
+        """Return the Entry of ``name`` (from :meth:`ready_names`) without touching the disk.
+
+        Its ``size`` and ``mtime`` are None until :meth:`claim` reads the file.
+        """
+        seq, vmid, event_id = spool.parse_name(name)
+        return Entry(name, seq, vmid, event_id, self._dir(READY) + '/' + name, None, None)
 
     def claim(self, entry):
         """Move ``entry`` from ready/ to claimed/, read and validate it.
@@ -132,8 +175,8 @@ class Outbox:
         Return the event dict; None when the file is gone (already claimed or
         acknowledged) or was quarantined because it is unreadable or invalid.
         """
-        claimed = os.path.join(self._dir(CLAIMED), entry.name)
-        ready = os.path.join(self._dir(READY), entry.name)
+        claimed = self._dir(CLAIMED) + '/' + entry.name
+        ready = self._dir(READY) + '/' + entry.name
         try:
             os.rename(ready, claimed)
         except FileNotFoundError:
@@ -149,8 +192,12 @@ class Outbox:
             return None
 
     def _read_event(self, path, entry=None):
+        """Read and validate the event at ``path``; fill in ``entry``'s size and mtime from the open file."""
         with open(path, 'rb') as stream:
             data = stream.read(event_mod.MAX_EVENT_BYTES + 1)
+            if entry is not None:
+                info = os.fstat(stream.fileno())
+                entry.size, entry.mtime = info.st_size, info.st_mtime
         if len(data) > event_mod.MAX_EVENT_BYTES:
             raise ValueError('file is larger than {0} bytes'.format(event_mod.MAX_EVENT_BYTES))
         try:
@@ -166,12 +213,36 @@ class Outbox:
     # -- state changes ---------------------------------------------------
 
     def ack(self, entry):
-        """Remove a claimed event: AccountDB has it. A missing file is fine."""
-        try:
-            os.unlink(os.path.join(self._dir(CLAIMED), entry.name))
-        except FileNotFoundError:
-            return
-        self._adjust(-1, -entry.size)
+        """Remove a claimed event: AccountDB has it. A missing file is fine; raise OSError."""
+        failed = self.ack_many([entry])
+        if failed:
+            raise failed[0][1]
+
+    def ack_many(self, entries):
+        """Remove claimed events AccountDB has, with one update of the counters for all of them.
+
+        A missing file is fine (acknowledged already). Return [(entry,
+        OSError)] for the files that could not be removed (they stay in
+        claimed/, go back to ready/ at the next recover and AccountDB
+        deduplicates them); raise OSError only if the counters cannot be
+        updated (the files are removed by then; recover() recounts).
+        """
+        directory = self._dir(CLAIMED) + '/'
+        failed = []
+        count = size = 0
+        for entry in entries:
+            try:
+                os.unlink(directory + entry.name)
+            except FileNotFoundError:
+                continue
+            except OSError as error:
+                failed.append((entry, error))
+                continue
+            count += 1
+            size += entry.size
+        if count:
+            self._adjust(-count, -size)
+        return failed
 
     def release(self, entry):
         """Return a claimed event to ready/ (to be sent again later)."""
@@ -268,14 +339,14 @@ class Outbox:
             except FileNotFoundError:
                 pass
         quarantined = 0
-        for item in _scan(self._dir(READY)):
-            if spool.parse_name(item.name) is None:
-                if self.quarantine(item.path, 'file name is not <seq>-<vmid>-<event_id>.json'):
-                    quarantined += 1
+        bad = []
+        ready = self._entries(READY, bad)  # one scan: names checked, sizes summed below
+        for path in bad:
+            if self.quarantine(path, BAD_NAME):
+                quarantined += 1
         for item in _scan(self._dir(CLAIMED)):  # left over with a bad name
             if spool.parse_name(item.name) is None and self.quarantine(item.path, 'unexpected file in claimed/'):
                 quarantined += 1
-        ready = self._entries(READY)
         highest = max([entry.seq for entry in ready + self._entries(DEAD)] or [0])
         with spool.StateLock(self.spool_dir) as state:
             state.count = len(ready)

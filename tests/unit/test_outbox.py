@@ -235,3 +235,52 @@ def test_seq_stays_monotonic_after_state_loss_and_a_clock_step_back(box):
     box.recover()
     box.spool(_event(200))
     assert box.list_ready()[-1].vmid == 200 and box.list_ready()[-1].seq == highest + 1
+
+
+def test_ack_many_removes_the_batch_with_one_counter_update(box, monkeypatch):
+    _spool_n(box, 4)
+    entries = box.list_ready()
+    for entry in entries:
+        box.claim(entry)
+    box.ack(entries[0])                       # already gone: skipped, not counted twice
+    calls = []
+    real_adjust = spool.adjust
+    monkeypatch.setattr(spool, 'adjust', lambda *args, **kw: calls.append(args) or real_adjust(*args, **kw))
+    assert box.ack_many(entries) == []
+    assert calls == [(box.spool_dir, -3, -sum(entry.size for entry in entries[1:]))]
+    assert os.listdir(os.path.join(box.root, 'claimed')) == []
+    with spool.StateLock(box.spool_dir) as state:
+        assert (state.count, state.bytes) == (0, 0)
+    calls.clear()
+    assert box.ack_many([]) == [] and calls == []   # nothing removed: the state is not touched
+
+
+def test_ack_many_reports_what_it_could_not_remove_and_counts_only_the_rest(box):
+    _spool_n(box, 3)
+    entries = box.list_ready()
+    for entry in entries:
+        box.claim(entry)
+    stuck = os.path.join(box.root, 'claimed', entries[1].name)
+    os.unlink(stuck)
+    os.mkdir(stuck)                            # unlink() of a directory fails with EISDIR, not ENOENT
+    failed = box.ack_many(entries)
+    assert [(entry.name, type(error)) for entry, error in failed] == [(entries[1].name, IsADirectoryError)]
+    assert os.listdir(os.path.join(box.root, 'claimed')) == [entries[1].name]
+    with spool.StateLock(box.spool_dir) as state:
+        assert (state.count, state.bytes) == (1, entries[1].size)
+
+
+def test_ready_names_are_sorted_and_bad_names_quarantined_and_claim_fills_size(box):
+    paths = _spool_n(box, 3)
+    _write_ready(box, 'junk.json', b'{}')
+    names = box.ready_names()
+    assert names == sorted(os.path.basename(path) for path in paths)
+    assert [name for name, _reason in box.list_quarantine()] == ['junk.json']
+    entry = box.ready_entry(names[0])
+    assert (entry.seq, entry.vmid, entry.size, entry.mtime) == (spool.parse_name(names[0])[0], 100, None, None)
+    info = os.stat(paths[0])
+    assert box.claim(entry)['vmid'] == 100
+    assert (entry.size, entry.mtime) == (info.st_size, info.st_mtime)
+    box.ack(entry)
+    with spool.StateLock(box.spool_dir) as state:
+        assert state.count == 2 and state.bytes == sum(os.stat(path).st_size for path in paths[1:])
