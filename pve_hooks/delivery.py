@@ -1,6 +1,7 @@
 """One delivery pass: ready events from the outbox to AccountDB, in order, in batches.
 
-A pass takes a snapshot of the ready events in outbox order, claims them one
+A pass lists the ready events in outbox order (names only, once per round:
+the listing is reused batch after batch until used up), claims them one
 by one into batches of at most ``delivery.batch_size``, and sends each batch
 through the :class:`~pve_hooks.connection.Connection` (breaker, backoff,
 health probe). Per-event results decide each event's fate:
@@ -29,10 +30,6 @@ from pve_hooks import errors
 from pve_hooks.connection import Deferred
 
 log = logging.getLogger(__name__)
-
-# How many ready entries one snapshot looks at, in batches; bounds the memory
-# and directory-scan cost of a pass over a very deep outbox.
-SNAPSHOT_BATCHES = 20
 
 
 class Interrupted(BaseException):
@@ -142,28 +139,31 @@ class Delivery:
         held = set()   # guests whose later events wait for the next pass
         while not self.should_stop():
             try:
-                snapshot = self.outbox.list_ready(limit=batch_size * SNAPSHOT_BATCHES)
+                # One listing (names only) serves every batch until it is used up; events spooled
+                # meanwhile have higher seqs, so the next listing picks them up in order.
+                names = self.outbox.ready_names()
             except OSError as error:
                 log.error('cannot list the outbox (%s); retrying at the next pass', error)
                 return
             settled_before = _settled(result)
             position = 0
-            while position < len(snapshot) and not self.should_stop():
-                batch, position = self._claim_batch(snapshot, position, batch_size, held, result)
+            while position < len(names) and not self.should_stop():
+                batch, position = self._claim_batch(names, position, batch_size, held, result)
                 if batch and not self._send(batch, held, result):
                     return  # the connection failed or is deferred: stop this pass
             if _settled(result) == settled_before:
                 return  # nothing left that can move in this pass (empty, or all held)
 
-    def _claim_batch(self, snapshot, position, batch_size, held, result):
-        """Claim up to ``batch_size`` sendable events from ``snapshot[position:]``.
+    def _claim_batch(self, names, position, batch_size, held, result):
+        """Claim up to ``batch_size`` sendable events from ``names[position:]`` (ready/ names in order).
 
         Return (list of (entry, event), next position). Filtered events are
-        acknowledged here; held guests are skipped.
+        acknowledged here; held guests are skipped. A name whose file has gone
+        since the listing counts as not claimable (its guest is held).
         """
         batch = []
-        while position < len(snapshot) and len(batch) < batch_size:
-            entry = snapshot[position]
+        while position < len(names) and len(batch) < batch_size:
+            entry = self.outbox.ready_entry(names[position])
             position += 1
             if entry.vmid in held:
                 result.held_ids.add(entry.event_id)
@@ -224,11 +224,12 @@ class Delivery:
         log.debug('sent %d event%s to AccountDB', len(batch), '' if len(batch) == 1 else 's',
                   extra={'BATCH_SIZE': len(batch), 'DURATION_MS': int((now - started) * 1000),
                          'NODE': node})
+        delivered = []   # acknowledged together below: one counter update per batch, not per event
         for entry, event in batch:
             outcome = by_id.get(event.get('event_id'))
             status = outcome.get('status') if outcome else None
             if status in ('accepted', 'duplicate'):
-                self._settle(entry, 'ack')
+                delivered.append(entry)
                 setattr(result, status, getattr(result, status) + 1)
                 age = _event_age(entry, now)
                 if age is not None:
@@ -249,7 +250,22 @@ class Delivery:
                 log.warning('AccountDB returned no usable result for event %s (guest %s); kept in the '
                             'outbox for the next pass', entry.event_id, event.get('vmid'),
                             extra={'EVENT_ID': entry.event_id, 'VMID': event.get('vmid')})
+        self._ack_many(delivered)
         return True
+
+    def _ack_many(self, entries):
+        """Acknowledge ``entries`` (AccountDB has them) and drop them from in_flight."""
+        try:
+            failed = self.outbox.ack_many(entries)
+        except OSError as error:
+            failed = []
+            log.error('cannot update the outbox counters after acknowledging %d events (%s); they are '
+                      'recounted at the next start', len(entries), error)
+        for entry, error in failed:
+            log.error('cannot acknowledge event %s in the outbox (%s); it will be retried and deduplicated '
+                      'by AccountDB', entry.event_id, error, extra={'EVENT_ID': entry.event_id})
+        settled = set(entries)
+        self.in_flight = [entry for entry in self.in_flight if entry not in settled]
 
     def _hold_all(self, batch, held, result):
         for entry, _event in batch:

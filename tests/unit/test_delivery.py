@@ -221,3 +221,55 @@ def test_stop_request_ends_the_pass_between_batches(dev_accountdb, tmp_path):
     result = site.delivery.run()
     assert result.accepted == 2
     assert site.ready() == ids[2:] and site.claimed() == []
+
+
+def _count_listings(site):
+    listings = []
+    original = site.outbox.ready_names
+
+    def counting():
+        names = original()
+        listings.append(len(names))
+        return names
+
+    site.outbox.ready_names = counting
+    return listings
+
+
+def test_one_listing_serves_every_batch_and_events_spooled_meanwhile_follow_in_order(site):
+    ids = site.spool(*[100 + index % 7 for index in range(45)])   # 23 batches of 2
+    listings = _count_listings(site)
+    original = site.client.send_events_bisect
+    late = []
+
+    def send_and_spool(node, events, **kwargs):
+        if not late:   # a hookscript writes two events while the first batch is in flight
+            late.extend(site.spool(100, 107))
+        return original(node, events, **kwargs)
+
+    site.client.send_events_bisect = send_and_spool
+    result = site.delivery.run()
+    assert result.accepted == 47 and result.batches == 24
+    assert listings == [45, 2, 0]      # not one listing per batch, nor per 20 batches
+    assert site.stored() == ids + late  # per-guest order holds: the late event of 100 comes after the rest
+    assert site.ready() == [] and site.claimed() == []
+    with spool.StateLock(site.outbox.spool_dir) as state:
+        assert (state.count, state.bytes) == (0, 0)
+
+
+def test_an_event_gone_since_the_listing_holds_its_guest_and_the_rest_flows(site):
+    a1, b1, a2, b2, a3 = site.spool(100, 101, 100, 101, 100)
+    original = site.client.send_events_bisect
+
+    def send_and_remove(node, events, **kwargs):
+        for entry in site.outbox.list_ready():
+            if entry.event_id == a2:
+                os.unlink(entry.path)   # removed by hand after the listing, before its claim
+        return original(node, events, **kwargs)
+
+    site.client.send_events_bisect = send_and_remove
+    result = site.delivery.run()
+    assert site.stored() == [a1, b1, b2]      # a3 is not sent in the pass that lost a2
+    assert result.held == 1 and site.ready() == [a3]
+    assert site.delivery.run().accepted == 1
+    assert site.stored() == [a1, b1, b2, a3]
