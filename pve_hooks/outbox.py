@@ -54,6 +54,7 @@ class Outbox:
     def __init__(self, spool_dir, clock=time.time, max_events=None, max_bytes=None, tmp_max_age=None):
         self.spool_dir = spool_dir
         self.root = spool.outbox_dir(spool_dir)
+        self._dirs = {sub: os.path.join(self.root, sub) for sub in spool.SUBDIRS}  # joined once, used per event
         self.clock = clock
         self.max_events = _or_default(max_events, 'outbox.max_events')
         self.max_bytes = _or_default(max_bytes, 'outbox.max_bytes')
@@ -66,7 +67,7 @@ class Outbox:
                    settings['outbox.max_bytes'], settings['outbox.tmp_max_age'])
 
     def _dir(self, sub):
-        return os.path.join(self.root, sub)
+        return self._dirs[sub]
 
     def ensure(self):
         """Create the spool and outbox directories (mode 0700) where missing; raise OSError."""
