@@ -446,10 +446,13 @@ class Node:
             return []
 
     def quarantined(self):
-        """Return the names of the files in quarantine/ (without their ``.reason`` companions)."""
+        """Return the names of the files in quarantine/ (without their ``.reason`` companions).
+
+        Like ``Outbox.stats``, a ``.<name>.tmp`` reason still being written is not a quarantined file.
+        """
         try:
             return sorted(name for name in os.listdir(self.outbox_dir('quarantine'))
-                          if not name.endswith('.reason'))
+                          if not name.endswith('.reason') and not name.startswith('.'))
         except FileNotFoundError:
             return []
 
