@@ -66,10 +66,14 @@ def prepare_outbox(spool_dir, count, node='pve1', first_seq=1):
 
 
 def stored_count(db):
-    """Return the number of events in the reference server's database."""
+    """Return the number of events in the reference server's database.
+
+    ``max(rowid)``: an index lookup, where COUNT(*) would scan the table on every poll and
+    steal CPU from the drain it measures (rows are only inserted, once each, never deleted).
+    """
     connection = sqlite3.connect('file:{0}?mode=ro'.format(db), uri=True, timeout=30)
     try:
-        return connection.execute('SELECT COUNT(*) FROM events').fetchone()[0]
+        return connection.execute('SELECT max(rowid) FROM events').fetchone()[0] or 0
     finally:
         connection.close()
 
