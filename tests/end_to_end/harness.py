@@ -457,8 +457,16 @@ class Node:
             return []
 
     def pending(self):
-        """Return the number of events still to deliver (ready + claimed)."""
-        return len(self.outbox_files('ready')) + len(self.outbox_files('claimed'))
+        """Return the number of events still to deliver (in ready/ or claimed/).
+
+        A retrying daemon moves files between claimed/ and ready/ while we list; listing
+        claimed/, then ready/, then claimed/ again and counting distinct names catches a file
+        that moved in either direction in between.
+        """
+        names = set(self.outbox_files('claimed'))
+        names.update(self.outbox_files('ready'))
+        names.update(self.outbox_files('claimed'))
+        return len(names)
 
     def spooled_events(self):
         """Return the events currently in ready/ (parsed JSON), in outbox order."""

@@ -158,7 +158,7 @@ def test_bad_token_file(accountdb, make_node, name, spoil, needle):
     wait_for(lambda: needle in str(node.status()['daemon'].get('last_error')), 20,
              'status to show the token problem', seen=lambda: node.status()['daemon'])
     assert node.daemon_alive(), node.log_tail()
-    assert node.pending() == len(events)
+    wait_for(lambda: node.pending() == len(events), 5, 'every event to wait', seen=node.pending)
     assert 'Traceback' not in node.log_text()
     if os.path.isdir(node.token_file):
         os.rmdir(node.token_file)

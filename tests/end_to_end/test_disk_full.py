@@ -108,7 +108,7 @@ def _fill_tiny_spool(make_node, accountdb, tmp_path, pid):
     assert 0 < len(spooled) < count, 'the tmpfs never filled up ({0} of {1} spooled)'.format(len(spooled), count)
     assert len(messages) == lost, 'one line per lost event, got {0} lines for {1} lost'.format(len(messages), lost)
     assert all('No space left on device' in line and 'free space' in line for line in messages), messages[:2]
-    assert len(node.outbox_files('ready')) + len(node.outbox_files('claimed')) == len(spooled)
+    wait_for(lambda: node.pending() == len(spooled), 5, 'every spooled event to be in the outbox', seen=node.pending)
     return node, lost
 
 

@@ -29,7 +29,8 @@ def test_accountdb_down_for_the_first_half_then_up(accountdb, pve_node, fake_nod
     node.fire(events[:half])
     wait_for(lambda: node.status()['daemon']['connection'] not in (None, 'up'), 15,
              'the daemon to notice AccountDB is down', seen=lambda: node.status()['daemon'])
-    assert node.pending() == half, 'events must wait in the outbox while AccountDB is down'
+    wait_for(lambda: node.pending() == half, 5, 'all {0} events to wait in the outbox while AccountDB is down'.format(half),
+             seen=node.pending)
     assert node.daemon_alive(), node.log_tail()
 
     accountdb.restart()
