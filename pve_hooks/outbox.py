@@ -162,6 +162,14 @@ class Outbox:
         good.sort()
         return good
 
+    def _names(self, sub):
+        """Return [(name, sub)] for the event files in ``sub`` whose names parse; no stat, no side effects."""
+        try:
+            names = os.listdir(self._dir(sub))
+        except FileNotFoundError:
+            return []
+        return [(name, sub) for name in names if spool.parse_name(name) is not None]
+
     def ready_entry(self, name):
         """Return the Entry of ``name`` (from :meth:`ready_names`) without touching the disk.
 
@@ -364,18 +372,30 @@ class Outbox:
     def stats(self):
         """Return {depth, bytes, oldest_age, dead, quarantine, dropped, spooled, hookscript_errors, spooled_seq}.
 
-        ``depth``/``bytes`` count ready/ + claimed/; ``oldest_age`` is seconds
-        since the oldest of them was written (None when empty); ``dropped``
-        counts events lost (full outbox or failed write), ``spooled`` events
-        written and ``hookscript_errors`` error lines of the hookscript, all
-        since the outbox was created; ``spooled_seq`` the last seq given.
+        ``depth`` counts the events in ready/ + claimed/ (one listing each, no
+        stat per file: the daemon calls this after every pass); ``bytes`` is
+        the outbox's size counter (exact after :meth:`recover`, approximate
+        in between, like the full-outbox check that uses it); ``oldest_age``
+        is seconds since the oldest of them was written (None when empty);
+        ``dropped`` counts events lost (full outbox or failed write),
+        ``spooled`` events written and ``hookscript_errors`` error lines of
+        the hookscript, all since the outbox was created; ``spooled_seq`` the
+        last seq given.
         """
-        pending = self._entries(READY) + self._entries(CLAIMED)
-        oldest = min(pending, key=lambda entry: entry.name) if pending else None
+        pending = sorted(self._names(READY) + self._names(CLAIMED),
+                         key=lambda item: item[0])
+        oldest_mtime = None
+        for name, sub in pending:  # the oldest that still exists (one stat, unless it just went)
+            try:
+                oldest_mtime = os.stat(os.path.join(self._dir(sub), name)).st_mtime
+                break
+            except FileNotFoundError:
+                continue
         with spool.StateLock(self.spool_dir) as state:
             dropped, seq, spooled, errors = state.dropped, state.seq, state.spooled, state.errors
-        return {'depth': len(pending), 'bytes': sum(entry.size for entry in pending),
-                'oldest_age': None if oldest is None else max(0.0, self.clock() - oldest.mtime),
+            size = state.bytes
+        return {'depth': len(pending), 'bytes': size if pending else 0,
+                'oldest_age': None if oldest_mtime is None else max(0.0, self.clock() - oldest_mtime),
                 'dead': len(self._entries(DEAD)),
                 'quarantine': sum(1 for item in _scan(self._dir(QUARANTINE))
                                   if not item.name.startswith('.') and not item.name.endswith(REASON_SUFFIX)),
