@@ -387,7 +387,7 @@ def check_outbox(probe):
     problems = []
     if status != OK:
         problems.append('oldest event waiting {0:.0f}s'.format(oldest))
-    for count, text in ((dead, 'dead (pve-hooks outbox dead)'), (quarantine, 'quarantined'),
+    for count, text in ((dead, 'dead (pve-hooks outbox list --dead)'), (quarantine, 'quarantined'),
                         (dropped, 'dropped because the outbox was full')):
         if count:
             problems.append('{0} {1}'.format(count, text))

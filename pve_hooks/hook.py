@@ -164,7 +164,8 @@ def main(argv, environ, clock_ns=time.time_ns, random_bytes=posix.urandom, stder
     spool_dir = settings['paths.spool_dir']
     report = Reporter(settings['hook.journal_socket'], settings['node'], stderr_fd, spool_dir)
     for problem in problems:
-        report.line(journal_native.ERROR, '{0}; spooling to {1} with defaults'.format(problem, spool_dir))
+        report.line(journal_native.ERROR, '{0}; spooling to {1}, with defaults for what could not be read'.format(
+            problem, spool_dir))
 
     phase_arg = argv[2] if len(argv) > 2 else None
     try:

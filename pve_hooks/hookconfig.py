@@ -4,9 +4,10 @@ Same sources and precedence as :func:`pve_hooks.config.load` (schema
 defaults < the YAML file named by ``PVE_HOOKS_CONFIG`` or
 /etc/pve-hooks/config.yaml < ``PVE_HOOKS_<SECTION>__<KEY>``), but only for
 :data:`HOOK_KEYS`, read with :mod:`pve_hooks.miniyaml` instead of PyYAML, and
-never raising: every problem becomes one line in ``problems`` and the
-affected values fall back to the schema's defaults, so the event is still
-spooled.
+never raising: every problem becomes one line in ``problems`` and only the
+affected values fall back to the schema's defaults (a valid paths.spool_dir
+is still honoured next to an invalid option, so the event lands where the
+daemon reads), and the event is still spooled.
 """
 
 from pve_hooks import miniyaml, schema
@@ -52,8 +53,9 @@ def load(environ, default_file=DEFAULT_FILE):
     PVE_HOOKS_CONFIG is not set (a missing default file is fine).
 
     ``values`` maps each of HOOK_KEYS to its typed value; ``problems`` is a
-    list of one-line messages (file unreadable or invalid: the whole file is
-    ignored; a bad environment value: that key keeps its default); ``path`` is
+    list of one-line messages (file unreadable or not parsable: the whole file
+    is ignored; an invalid value, in the file or the environment: that key
+    keeps its default); ``path`` is
     the configuration file that was read, or None.
     """
     values = {key: schema.BY_KEY[key].default_value() for key in HOOK_KEYS}
@@ -83,9 +85,8 @@ def load(environ, default_file=DEFAULT_FILE):
             problems.append('{0}: {1}: {2}; fix the file (pve-hooks config check)'.format(path, key, error))
     if 'node' in file_values and not valid_node(file_values['node']):
         problems.append('{0}: node: expected a node name such as pve1, got {1!r}; fix the file'.format(
-            path, file_values['node']))
-    if not problems:  # an invalid file is ignored as a whole
-        values.update(file_values)
+            path, file_values.pop('node')))
+    values.update(file_values)  # the valid ones; an invalid value keeps its default
     for key in HOOK_KEYS:
         option = schema.BY_KEY[key]
         if option.env_name in environ:

@@ -116,9 +116,10 @@ def test_configuration_file_unreadable(make_node):
 def test_hookscript_with_an_invalid_configuration_still_records_the_event(make_node, name, text):
     """The hookscript never fails a start for a bad config: it says so and spools anyway.
 
-    (An invalid file is ignored as a whole by the hookscript, so the spool
-    directory here comes from the environment, as on a node where
-    PVE_HOOKS_PATHS__SPOOL_DIR is set; see the report's finding about it.)
+    (A file that cannot be parsed is ignored as a whole by the hookscript, so
+    the spool directory here comes from the environment, as on a node where
+    PVE_HOOKS_PATHS__SPOOL_DIR is set; an invalid value only costs that
+    option, see test_an_invalid_option_does_not_move_the_spool.)
     """
     node = make_node('pve1')
     with open(node.config_file, 'w') as stream:
@@ -128,6 +129,16 @@ def test_hookscript_with_an_invalid_configuration_still_records_the_event(make_n
     assert result.returncode == 0
     _one_clear_line(result.stderr, 'config.yaml', 'config check')
     assert len(node.outbox_files('ready')) == 1, 'the event must be spooled despite the bad configuration'
+
+
+def test_an_invalid_option_does_not_move_the_spool(make_node):
+    """A bad value next to a valid paths.spool_dir: the event still lands where the daemon reads."""
+    node = make_node('pve1')
+    node.write_config({'hook.chain_timeout': 'soon'})
+    result = node.hook(101, 'pre-start', extra_env={'PVE_HOOKS_HOOK__JOURNAL_SOCKET': node.journal.path})
+    assert result.returncode == 0
+    _one_clear_line(result.stderr, 'hook.chain_timeout', 'config check')
+    assert len(node.outbox_files('ready')) == 1, 'the event must be in the configured spool'
 
 
 TOKENS = [

@@ -149,7 +149,7 @@ def test_unreadable_config_still_spools_with_defaults_and_env(site):
     assert result.returncode == 0
     assert result.stderr.count('\n') == 1
     assert 'cannot read the configuration file' in result.stderr and site.config_path in result.stderr
-    assert 'spooling to {0} with defaults'.format(site.spool_dir) in result.stderr
+    assert 'spooling to {0}, with defaults for what could not be read'.format(site.spool_dir) in result.stderr
     assert len(site.ready()) == 1
 
 

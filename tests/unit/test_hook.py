@@ -93,7 +93,7 @@ def test_config_problem_still_spools_with_defaults_plus_env(site, tmp_path):
     code, err = _run(site, '100', 'pre-start', env={'PVE_HOOKS_PATHS__SPOOL_DIR': site.spool_dir})
     assert code == 0
     assert err.count('\n') == 1 and site.config_path + ':2:' in err
-    assert 'spooling to {0} with defaults'.format(site.spool_dir) in err
+    assert 'spooling to {0}, with defaults for what could not be read'.format(site.spool_dir) in err
     assert len(site.ready()) == 1
 
 

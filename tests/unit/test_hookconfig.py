@@ -46,15 +46,25 @@ def test_same_values_as_config_load_for_hook_keys(tmp_path):
     assert values == {key: full[key] for key in hookconfig.HOOK_KEYS}
 
 
+@pytest.mark.parametrize('text, key, words', [
+    ('paths:\n  spool_dir: relative/dir\n', 'paths.spool_dir', 'paths.spool_dir: expected an absolute path'),
+    ('node: a b\n', 'node', 'node: expected a node name'),
+    ('hook:\n  on_error: explode\n', 'hook.on_error', 'hook.on_error: expected one of continue, abort'),
+])
+def test_an_invalid_value_keeps_its_default_and_the_valid_ones_apply(tmp_path, text, key, words):
+    path = _write(tmp_path, 'outbox:\n  max_events: 5\n' + text)
+    values, problems, _ = hookconfig.load({'PVE_HOOKS_CONFIG': path})
+    assert len(problems) == 1 and words in problems[0] and path in problems[0]
+    assert values['outbox.max_events'] == 5  # a valid option next to the invalid one is honoured
+    assert values[key] == schema.BY_KEY[key].default_value()
+
+
 @pytest.mark.parametrize('text, words', [
-    ('paths:\n  spool_dir: relative/dir\n', 'paths.spool_dir: expected an absolute path'),
-    ('node: a b\n', 'node: expected a node name'),
-    ('hook:\n  on_error: explode\n', 'hook.on_error: expected one of continue, abort'),
-    ('hook:\n  - x\n', 'config.yaml:4: block lists'),
+    ('outbox:\n  max_events: 5\nhook:\n  - x\n', 'config.yaml:4: block lists'),
     ('[1, 2]\n', 'config.yaml:1: '),
 ])
-def test_an_invalid_file_is_ignored_as_a_whole(tmp_path, text, words):
-    path = _write(tmp_path, 'outbox:\n  max_events: 5\n' + text if not text.startswith('[') else text)
+def test_a_file_that_cannot_be_parsed_is_ignored_as_a_whole(tmp_path, text, words):
+    path = _write(tmp_path, text)
     values, problems, _ = hookconfig.load({'PVE_HOOKS_CONFIG': path})
     assert len(problems) == 1 and words in problems[0] and path in problems[0]
     assert values['outbox.max_events'] == schema.BY_KEY['outbox.max_events'].default
