@@ -8,16 +8,7 @@ import pytest
 from pve_hooks import accountdb, breaker, errors
 from pve_hooks.connection import DOWN, UP, Connection, Deferred
 from tests.support.accountdb import dev_accountdb  # noqa: F401 (fixture)
-
-T0 = 1795689326.0
-
-
-class Clock:
-    def __init__(self, now=T0):
-        self.now = now
-
-    def __call__(self):
-        return self.now
+from tests.support.clock import Clock
 
 
 def _connection(server, tmp_path, *overrides, clock=None):

@@ -11,15 +11,8 @@ from pve_hooks import config, daemon, metrics, state
 from pve_hooks.notify import Notifier
 from pve_hooks.outbox import Outbox
 from tests.support.accountdb import dev_accountdb  # noqa: F401 (fixture)
+from tests.support.clock import Clock
 from tests.support.fakepve import fake_node, fake_pve, fake_pve_pki, pve_root  # noqa: F401 (fixtures)
-
-
-class Clock:
-    def __init__(self, now=1795689326.0):
-        self.now = now
-
-    def __call__(self):
-        return self.now
 
 
 def _validate(document, schema_name):

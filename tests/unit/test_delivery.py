@@ -12,16 +12,7 @@ from pve_hooks.delivery import Delivery, Interrupted
 from pve_hooks.outbox import Outbox
 from pve_hooks.whitelist import WhitelistCache
 from tests.support.accountdb import dev_accountdb  # noqa: F401 (fixture)
-
-T0 = 1795689326.0
-
-
-class Clock:
-    def __init__(self, now=T0):
-        self.now = now
-
-    def __call__(self):
-        return self.now
+from tests.support.clock import Clock
 
 
 class Site:

@@ -7,14 +7,7 @@ import pytest
 
 from pve_hooks import event, spool
 from pve_hooks.outbox import Outbox
-
-
-class Clock:
-    def __init__(self, now=1795689326.0):
-        self.now = now
-
-    def __call__(self):
-        return self.now
+from tests.support.clock import Clock
 
 
 def _event(vmid=100, phase='pre-start'):

@@ -10,17 +10,8 @@ from pve_hooks import accountdb, breaker, pvesh, reconcile, state
 from pve_hooks.connection import Connection
 from pve_hooks.whitelist import WhitelistCache
 from tests.support.accountdb import dev_accountdb  # noqa: F401 (fixture)
+from tests.support.clock import T0, Clock
 from tests.support.fakepve import fake_node, fake_pve, fake_pve_pki, pve_root  # noqa: F401 (fixtures)
-
-T0 = 1795689326.0
-
-
-class Clock:
-    def __init__(self, now=T0):
-        self.now = now
-
-    def __call__(self):
-        return self.now
 
 
 class Site:
