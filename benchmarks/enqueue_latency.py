@@ -30,6 +30,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from pve_hooks.outbox import Outbox  # noqa: E402
+from tests.end_to_end.harness import write_config  # noqa: E402
 from tests.support.accountdb import run_dev_accountdb  # noqa: E402
 
 TARGET_MS = 200.0
@@ -56,31 +57,6 @@ def received_at(db, event_id, timeout=10.0):
     raise RuntimeError('event {0} not stored within {1} s'.format(event_id, timeout))
 
 
-def write_config(path, values):
-    """Write ``values`` ({dotted key: scalar}) to ``path`` as nested YAML."""
-    tree = {}
-    for key, value in values.items():
-        parts = key.split('.')
-        branch = tree
-        for part in parts[:-1]:
-            branch = branch.setdefault(part, {})
-        branch[parts[-1]] = value
-    lines = []
-
-    def emit(mapping, indent):
-        for key, value in mapping.items():
-            if isinstance(value, dict):
-                lines.append('{0}{1}:'.format('  ' * indent, key))
-                emit(value, indent + 1)
-            else:
-                lines.append('{0}{1}: {2}'.format('  ' * indent, key, value))
-
-    emit(tree, 0)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, 'w') as stream:
-        stream.write('\n'.join(lines) + '\n')
-
-
 def baseline(server, count):
     """Return per-event ms of a direct POST (pooled session) until the server stored it."""
     import requests
@@ -105,9 +81,10 @@ def through_daemon(server, directory, count):
     spool_dir = os.path.join(directory, 'spool')
     state_dir = os.path.join(directory, 'state')
     config_file = os.path.join(directory, 'config.yaml')
+    os.makedirs(directory, exist_ok=True)
     write_config(config_file, {
         'node': 'pve1', 'accountdb.url': server.url, 'accountdb.token_file': server.token_file,
-        'paths.spool_dir': spool_dir, 'paths.state_dir': state_dir, 'metrics.textfile': 'null',
+        'paths.spool_dir': spool_dir, 'paths.state_dir': state_dir, 'metrics.textfile': None,
         'logging.target': 'stderr', 'logging.level': 'warning', 'proxmox.pvesh': '/bin/true',
         'proxmox.pve_root': directory, 'reconcile.interval': 86400, 'reconcile.heartbeat_interval': 86400,
         'whitelist.refresh_interval': 86400})

@@ -7,6 +7,7 @@ import subprocess
 import pytest
 
 from pve_hooks import config, logsetup
+from tests.support.logstate import restored_logging
 
 SNIPPET = 'debian/pve-hooks.logrotate'
 
@@ -31,25 +32,14 @@ def test_snippet_rotates_a_file_pve_hooks_keeps_writing(logrotate, tmp_path):
 
     settings = config.load(env={}, require_file=False, overrides=[
         'logging.target=file', 'logging.file={0}'.format(path), 'logging.backup_count=0'])
-    root = logging.getLogger()
-    before, level = list(root.handlers), root.level
-    urllib3_level = logging.getLogger('urllib3').level
-    logsetup.configure(settings)
-    try:
+    with restored_logging():
+        logsetup.configure(settings)
         log = logging.getLogger('pve_hooks.rotate_test')
         log.warning('before rotation')
         completed = subprocess.run([logrotate, '--force', '--state', str(tmp_path / 'state'), str(conf)],
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
         assert completed.returncode == 0, completed.stderr.decode()
         log.warning('after rotation')
-    finally:
-        for handler in list(root.handlers):
-            if handler not in before:
-                root.removeHandler(handler)
-                handler.close()
-        root.setLevel(level)
-        logging.getLogger('urllib3').setLevel(urllib3_level)
-        logging.captureWarnings(False)
 
     rotated = (log_dir / 'pve-hooks.log.1').read_text()
     assert rotated.endswith('WARNING before rotation\n')

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from pve_hooks import daemon, state
 from pve_hooks.cli import main
 from pve_hooks.outbox import Outbox
+from tests.support.logstate import restored_logging
 
 
 @pytest.fixture
@@ -24,14 +25,8 @@ def sets(tmp_path):
 @pytest.fixture(autouse=True)
 def restore_logging():
     """``reconcile`` configures the root logger (logsetup); put it back for the next tests."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    for handler in list(root.handlers):
-        if handler not in handlers:
-            root.removeHandler(handler)
-            handler.close()
-    root.setLevel(level)
+    with restored_logging():
+        yield
 
 
 def _run(args):

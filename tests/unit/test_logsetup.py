@@ -7,6 +7,7 @@ import os
 import pytest
 
 from pve_hooks import config, logsetup
+from tests.support.logstate import restored_logging
 
 
 @pytest.fixture
@@ -20,17 +21,8 @@ def settings(tmp_path):
 @pytest.fixture(autouse=True)
 def clean_logging():
     """Leave the root logger and the secret registry as they were."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    urllib3_level = logging.getLogger('urllib3').level
-    yield
-    for handler in list(root.handlers):
-        if handler not in handlers:
-            root.removeHandler(handler)
-            handler.close()
-    root.setLevel(level)
-    logging.getLogger('urllib3').setLevel(urllib3_level)
-    logging.captureWarnings(False)
+    with restored_logging():
+        yield
     logsetup.clear_secrets()
 
 
