@@ -165,6 +165,8 @@ class Delivery:
         while position < len(names) and len(batch) < batch_size:
             entry = self.outbox.ready_entry(names[position])
             position += 1
+            if entry is None:   # not an event's name: quarantined, nothing to order
+                continue
             if entry.vmid in held:
                 result.held_ids.add(entry.event_id)
                 continue

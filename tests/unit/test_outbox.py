@@ -263,17 +263,60 @@ def test_ack_many_reports_what_it_could_not_remove_and_counts_only_the_rest(box)
         assert (state.count, state.bytes) == (1, entries[1].size)
 
 
-def test_ready_names_are_sorted_and_bad_names_quarantined_and_claim_fills_size(box):
+def test_ready_names_are_sorted_bad_names_quarantined_on_use_and_claim_fills_size(box):
     paths = _spool_n(box, 3)
     _write_ready(box, 'junk.json', b'{}')
     names = box.ready_names()
-    assert names == sorted(os.path.basename(path) for path in paths)
+    assert names == sorted(os.path.basename(path) for path in paths) + ['junk.json']
+    assert box.list_quarantine() == []           # listing is cheap: nothing parsed yet
+    assert box.ready_entry('junk.json') is None
     assert [name for name, _reason in box.list_quarantine()] == ['junk.json']
     entry = box.ready_entry(names[0])
-    assert (entry.seq, entry.vmid, entry.size, entry.mtime) == (spool.parse_name(names[0])[0], 100, None, None)
+    assert (entry.seq, entry.vmid, entry.size, entry.mtime) == (spool.parse_name(entry.name)[0], 100, None, None)
     info = os.stat(paths[0])
     assert box.claim(entry)['vmid'] == 100
     assert (entry.size, entry.mtime) == (info.st_size, info.st_mtime)
     box.ack(entry)
     with spool.StateLock(box.spool_dir) as state:
         assert state.count == 2 and state.bytes == sum(os.stat(path).st_size for path in paths[1:])
+
+
+def test_release_many_moves_back_skips_the_gone_and_syncs_ready_once(box, monkeypatch):
+    _spool_n(box, 4)
+    entries = box.list_ready()
+    for entry in entries:
+        box.claim(entry)
+    box.ack(entries[0])                       # gone from claimed/: skipped
+    os.mkdir(os.path.join(box.root, 'ready', entries[1].name))   # a file cannot replace a directory
+    synced = []
+    monkeypatch.setattr(spool, 'fsync_dir', lambda path: synced.append(os.path.basename(path)))
+    failed = box.release_many(entries)
+    assert [(entry.name, type(error)) for entry, error in failed] == [(entries[1].name, IsADirectoryError)]
+    assert synced == ['ready']
+    assert os.listdir(os.path.join(box.root, 'claimed')) == [entries[1].name]
+    assert [entry.path for entry in entries[2:]] == [os.path.join(box.root, 'ready', entry.name)
+                                                    for entry in entries[2:]]
+    assert all(os.path.isfile(entry.path) for entry in entries[2:])
+
+
+def test_stats_counts_event_shaped_names_without_parsing_each(box):
+    paths = _spool_n(box, 2)
+    _write_ready(box, 'junk.json', b'{}')
+    _write_ready(box, '.hidden', b'')
+    os.utime(paths[0], (box.test_clock.now - 30,) * 2)
+    os.utime(paths[1], (box.test_clock.now - 90,) * 2)   # the oldest by seq is what counts, not by mtime
+    stats = box.stats()
+    assert stats['depth'] == 2 and stats['oldest_age'] == pytest.approx(30)
+
+
+def test_recover_recounts_a_backlog_whose_counters_were_never_kept(box):
+    paths = _spool_n(box, 3)
+    with spool.StateLock(box.spool_dir) as state:
+        state.count, state.bytes = 0, 0          # as if files arrived without counter updates
+        state.save()
+    _write_ready(box, 'stray.txt', b'x')
+    result = box.recover()
+    sizes = sum(os.stat(path).st_size for path in paths)
+    assert (result['depth'], result['bytes'], result['quarantined']) == (3, sizes, 1)
+    with spool.StateLock(box.spool_dir) as state:
+        assert (state.count, state.bytes) == (3, sizes)
