@@ -4,7 +4,12 @@ A pass lists the ready events in outbox order (names only, once per round:
 the listing is reused batch after batch until used up), claims them one
 by one into batches of at most ``delivery.batch_size``, and sends each batch
 through the :class:`~pve_hooks.connection.Connection` (breaker, backoff,
-health probe). Per-event results decide each event's fate:
+health probe). Once AccountDB has answered a batch of the pass, the next
+batch is claimed by a worker thread while the current one is in flight, so
+the disk work of claiming overlaps the wait for AccountDB (a backlog drains
+about a third faster; see docs/performance.md); not for batches smaller than
+CLAIM_AHEAD_MIN_BATCH, where the handoff costs more than it saves. Per-event results decide
+each event's fate:
 
 - ``accepted`` / ``duplicate`` → acknowledged (removed from the outbox);
 - ``rejected`` → moved to ``dead/`` with AccountDB's reason, logged at
@@ -16,7 +21,8 @@ health probe). Per-event results decide each event's fate:
 Per-guest order: an event for a guest is never sent before an earlier
 undelivered event for the same guest. When an event for VMID X is held back
 (its batch failed, it had no result, it could not be claimed), every later
-event for X is left untouched for the rest of the pass.
+event for X is left untouched for the rest of the pass; one claimed ahead
+before X was held goes back to ready/ unsent.
 
 Whitelist: an event for a guest outside a non-empty whitelist is
 acknowledged locally as ``filtered`` and counted, never sent. With no
@@ -25,11 +31,18 @@ whitelist cache at all nothing is filtered (the whitelist module logs that).
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from pve_hooks import errors
 from pve_hooks.connection import Deferred
 
 log = logging.getLogger(__name__)
+
+# Smallest delivery.batch_size at which the next batch is claimed ahead in the worker thread.
+# Handing a batch to the thread and back costs about as much as claiming a few events, so
+# for tiny batches claiming ahead would cost more than it saves (measured: with batch_size 1
+# it made one-by-one delivery ~7 % slower; docs/performance.md, "Outbox drain").
+CLAIM_AHEAD_MIN_BATCH = 16
 
 
 class Interrupted(BaseException):
@@ -83,6 +96,8 @@ class Delivery:
     daemon is shutting down (checked between batches).
     """
 
+    claim_ahead_min_batch = CLAIM_AHEAD_MIN_BATCH
+
     def __init__(self, settings, outbox, connection, whitelist=None, clock=time.time, should_stop=None):
         self.settings = settings
         self.outbox = outbox
@@ -120,81 +135,163 @@ class Delivery:
 
     def return_in_flight(self, result=None):
         """Return every claimed, unsettled event to ready (shutdown, failure); return how many."""
-        count = 0
-        while self.in_flight:
-            entry = self.in_flight.pop()
-            try:
-                self.outbox.release(entry)
-                count += 1
-            except OSError as error:
-                log.error('cannot return event %s to the outbox ready queue (%s); it will be recovered '
-                          'at the next start', entry.event_id, error, extra={'EVENT_ID': entry.event_id})
+        entries, self.in_flight = self.in_flight, []
+        count = self._release(entries)
         if result is not None:
             result.released += count
         return count
+
+    def _release(self, entries):
+        """Move claimed ``entries`` back to ready/ (one directory fsync); return how many moved."""
+        if not entries:
+            return 0
+        try:
+            failed = self.outbox.release_many(entries)
+        except OSError as error:   # the fsync of ready/: the renames are done, recover() handles a crash
+            failed = []
+            log.error('cannot sync the outbox ready queue after returning %d events (%s)', len(entries), error)
+        for entry, error in failed:
+            log.error('cannot return event %s to the outbox ready queue (%s); it will be recovered '
+                      'at the next start', entry.event_id, error, extra={'EVENT_ID': entry.event_id})
+        return len(entries) - len(failed)
 
     # -- the pass -------------------------------------------------------------------
     def _drain(self, result):
         batch_size = self.settings['delivery.batch_size']
         held = set()   # guests whose later events wait for the next pass
-        while not self.should_stop():
-            try:
-                # One listing (names only) serves every batch until it is used up; events spooled
-                # meanwhile have higher seqs, so the next listing picks them up in order.
-                names = self.outbox.ready_names()
-            except OSError as error:
-                log.error('cannot list the outbox (%s); retrying at the next pass', error)
-                return
-            settled_before = _settled(result)
-            position = 0
-            while position < len(names) and not self.should_stop():
-                batch, position = self._claim_batch(names, position, batch_size, held, result)
-                if batch and not self._send(batch, held, result):
+        pool = _Prefetch()
+        try:
+            while not self.should_stop():
+                try:
+                    # One listing (names only, no stat) serves every batch until it is used up; events spooled
+                    # meanwhile have higher seqs, so the next listing picks them up in order.
+                    listing = self.outbox.ready_names()
+                except OSError as error:
+                    log.error('cannot list the outbox (%s); retrying at the next pass', error)
+                    return
+                settled_before = _settled(result)
+                if not self._send_listed(listing, batch_size, held, result, pool):
                     return  # the connection failed or is deferred: stop this pass
-            if _settled(result) == settled_before:
-                return  # nothing left that can move in this pass (empty, or all held)
+                if _settled(result) == settled_before:
+                    return  # nothing left that can move in this pass (empty, or all held)
+        finally:
+            pool.close()
 
-    def _claim_batch(self, names, position, batch_size, held, result):
-        """Claim up to ``batch_size`` sendable events from ``names[position:]`` (ready/ names in order).
+    def _send_listed(self, listing, batch_size, held, result, pool):
+        """Claim and send the events of ``listing`` (ready/ names, sorted) batch after batch.
 
-        Return (list of (entry, event), next position). Filtered events are
-        acknowledged here; held guests are skipped. A name whose file has gone
-        since the listing counts as not claimable (its guest is held).
+        Return False if a send failed or was deferred (the pass stops), True otherwise.
+
+        Once a batch of this pass has been answered, the next batch is claimed
+        by ``pool``'s worker thread while the current one is in flight (the
+        claim is disk work, the send mostly waiting on AccountDB), unless
+        batches are smaller than CLAIM_AHEAD_MIN_BATCH. Events
+        claimed ahead whose guest is held meanwhile go back to ready/
+        unsent, so per-guest order holds; if the send fails they all go back.
         """
-        batch = []
-        while position < len(names) and len(batch) < batch_size:
-            entry = self.outbox.ready_entry(names[position])
+        claims, position = self._take(listing, 0, batch_size, held, track=self.in_flight)
+        answered = False
+        while claims:
+            batch = self._admit(claims, held, result)
+            ahead = None
+            if (answered and batch_size >= self.claim_ahead_min_batch and position < len(listing)
+                    and not self.should_stop()):
+                ahead = pool.submit(self._take, listing, position, batch_size, held)
+            try:
+                sent = self._send(batch, held, result) if batch else True
+            finally:
+                if ahead is not None:   # always collected, so an interrupted pass returns these too
+                    claims, position = ahead.result()
+                    self.in_flight.extend(entry for entry, event, _note in claims if event is not None)
+            if not sent or self.should_stop():
+                if ahead is not None:
+                    self._unclaim(claims)
+                return sent
+            answered = answered or bool(batch)
+            if ahead is None:
+                if position >= len(listing) or self.should_stop():
+                    return True
+                claims, position = self._take(listing, position, batch_size, held, track=self.in_flight)
+        return True
+
+    def _take(self, listing, position, batch_size, held, track=None):
+        """Claim up to ``batch_size`` sendable events from ``listing[position:]`` (ready/ names, sorted).
+
+        Return (claims, next position); each claim is (entry, event, note):
+        event None with note ``'held'`` (its guest waits, the file was not
+        touched) or the reason it could not be claimed; a claimed event's note
+        is True if it is to be sent, False if the whitelist filters it
+        (filtered events do not count toward ``batch_size``). Reads ``held``
+        but changes nothing of this object's state except appending claimed
+        entries to ``track`` when given, so it can run in the worker thread
+        (:meth:`_admit` does the bookkeeping on the main thread).
+        """
+        claims = []
+        blocked = set()   # guests that lost an event in this call
+        sendable = 0
+        while position < len(listing) and sendable < batch_size:
+            entry = self.outbox.ready_entry(listing[position])
             position += 1
             if entry is None:   # not an event's name: quarantined, nothing to order
                 continue
-            if entry.vmid in held:
-                result.held_ids.add(entry.event_id)
+            if entry.vmid in held or entry.vmid in blocked:
+                claims.append((entry, None, 'held'))
                 continue
             try:
                 event = self.outbox.claim(entry)
             except OSError as error:
-                event, reason = None, str(error)
+                event, note = None, str(error)
             else:
-                reason = 'quarantined or gone'
+                note = 'quarantined or gone'
             if event is None:
+                blocked.add(entry.vmid)
+                claims.append((entry, None, note))
+                continue
+            if track is not None:
+                track.append(entry)
+            allowed = self.whitelist is None or self._allowed(event.get('vmid', entry.vmid))
+            claims.append((entry, event, allowed))
+            sendable += allowed
+        return claims, position
+
+    def _admit(self, claims, held, result):
+        """Do the bookkeeping of ``claims`` (from :meth:`_take`); return the batch to send, [(entry, event)].
+
+        Unclaimable events hold their guest; whitelisted-out events are
+        acknowledged; events of a guest held since they were claimed go back
+        to ready/ unsent.
+        """
+        batch = []
+        for entry, event, note in claims:
+            if note == 'held':
+                result.held_ids.add(entry.event_id)
+            elif event is None:
                 # Quarantined (the outbox logged why) or taken by someone else: either way later
                 # events of this guest wait for the next pass, so order is never inverted.
                 held.add(entry.vmid)
                 result.quarantined += 1
                 log.debug('event %s not claimable (%s); later events of guest %s wait for the next pass',
-                          entry.event_id, reason, entry.vmid,
+                          entry.event_id, note, entry.vmid,
                           extra={'EVENT_ID': entry.event_id, 'VMID': entry.vmid})
-                continue
-            self.in_flight.append(entry)
-            vmid = event.get('vmid', entry.vmid)
-            if self.whitelist is not None and not self._allowed(vmid):
+            elif entry.vmid in held:   # claimed ahead, then an earlier event of its guest was held
+                self._unclaim([(entry, event, note)])
+                result.held_ids.add(entry.event_id)
+            elif not note:
                 self._settle(entry, 'ack')
                 result.filtered += 1
                 log.debug('event %s for guest %s filtered by the whitelist; acknowledged locally',
-                          entry.event_id, vmid, extra={'EVENT_ID': entry.event_id, 'VMID': vmid})
-                continue
-            batch.append((entry, event))
-        return batch, position
+                          entry.event_id, event.get('vmid'),
+                          extra={'EVENT_ID': entry.event_id, 'VMID': event.get('vmid')})
+            else:
+                batch.append((entry, event))
+        return batch
+
+    def _unclaim(self, claims):
+        """Return the claimed events of ``claims`` to ready/, uncounted: this pass never tried them."""
+        entries = [entry for entry, event, _note in claims if event is not None]
+        self._release(entries)
+        settled = set(entries)
+        self.in_flight = [entry for entry in self.in_flight if entry not in settled]
 
     def _allowed(self, vmid):
         try:
@@ -292,6 +389,28 @@ class Delivery:
                 self.in_flight.remove(entry)
             except ValueError:
                 pass
+
+
+class _Prefetch:
+    """One worker thread for claiming ahead, started on first use and stopped by :meth:`close`.
+
+    A pass that fits in one batch never starts it, so an idle daemon has no extra thread.
+    """
+
+    def __init__(self):
+        self.executor = None
+
+    def submit(self, function, *args):
+        """Run ``function(*args)`` in the worker; return its Future."""
+        if self.executor is None:
+            self.executor = ThreadPoolExecutor(1, thread_name_prefix='pve-hooks-claim')
+        return self.executor.submit(function, *args)
+
+    def close(self):
+        """Wait for the worker to finish and stop it. Return None."""
+        if self.executor is not None:
+            self.executor.shutdown(wait=True)
+            self.executor = None
 
 
 def _settled(result):

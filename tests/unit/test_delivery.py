@@ -3,6 +3,8 @@
 import logging
 import os
 import shutil
+import threading
+import time
 
 import pytest
 
@@ -264,3 +266,126 @@ def test_an_event_gone_since_the_listing_holds_its_guest_and_the_rest_flows(site
     assert result.held == 1 and site.ready() == [a3]
     assert site.delivery.run().accepted == 1
     assert site.stored() == [a1, b1, b2, a3]
+
+
+def _claim_threads():
+    return [thread for thread in threading.enumerate() if thread.name.startswith('pve-hooks-claim')]
+
+
+def _send_with(site, before_send):
+    """Wrap the client's batch send: ``before_send(call number, events)`` runs first; return the call list."""
+    original = site.client.send_events_bisect
+    calls = []
+
+    def send(node, events, **kwargs):
+        calls.append([event['event_id'] for event in events])
+        outcome = before_send(len(calls), events)
+        results = original(node, events, **kwargs)
+        return outcome(results) if callable(outcome) else results
+
+    site.client.send_events_bisect = send
+    return calls
+
+
+@pytest.fixture
+def ahead(site):
+    """The site, claiming ahead from its batches of 2 (the default threshold is larger)."""
+    site.delivery.claim_ahead_min_batch = 2
+    return site
+
+
+def _wait_until_claimed(site, event_id, timeout=10.0):
+    """Wait until the worker thread has moved ``event_id`` to claimed/; fail the test otherwise."""
+    deadline = time.monotonic() + timeout
+    while not any(event_id in name for name in site.claimed()):
+        assert time.monotonic() < deadline, 'event {0} was not claimed ahead'.format(event_id)
+        time.sleep(0.005)
+
+
+def test_next_batch_is_claimed_while_the_current_one_is_in_flight(ahead):
+    site = ahead
+    ids = site.spool(*range(100, 108))   # four batches of 2
+    seen_claimed = []
+
+    def before_send(call, events):
+        if call >= 2 and call < 4:   # from the second batch on, the next one is claimed meanwhile
+            _wait_until_claimed(site, ids[2 * call + 1])
+            seen_claimed.append(sorted(site.claimed()))
+    calls = _send_with(site, before_send)
+    result = site.delivery.run()
+    assert result.accepted == 8 and calls == [ids[0:2], ids[2:4], ids[4:6], ids[6:8]]
+    assert len(seen_claimed) == 2 and all(len(names) == 4 for names in seen_claimed)  # in flight + ahead
+    assert site.stored() == ids and site.ready() == [] and site.claimed() == []
+    assert _claim_threads() == []         # the worker lives only as long as the pass
+
+
+def test_events_claimed_ahead_go_back_when_their_guest_is_held_meanwhile(ahead):
+    site = ahead
+    a1, b1, a2, b2, a3, b3, a4, b4 = site.spool(100, 101, 100, 101, 100, 101, 100, 101)
+
+    def before_send(call, events):
+        if call == 2:   # a2 gets no result: guest 100 is held while a3 is already claimed ahead
+            _wait_until_claimed(site, a3)
+            return lambda results: {key: value for key, value in results.items() if key != a2}
+    calls = _send_with(site, before_send)
+    result = site.delivery.run()
+    assert calls == [[a1, b1], [a2, b2], [b3], [b4]]   # a3 was claimed ahead (with b3) but never sent
+    assert site.stored() == [a1, b1, a2, b2, b3, b4]   # AccountDB has a2; we did not hear so
+    assert site.ready() == [a2, a3, a4] and site.claimed() == []
+    assert (result.accepted, result.released, result.held) == (5, 1, 3)   # held: a2, a3, a4
+    again = site.delivery.run()
+    assert (again.duplicate, again.accepted) == (1, 2)
+    assert site.stored() == [a1, b1, a2, b2, b3, b4, a3, a4]   # guest 100 in its order
+
+
+def test_a_failed_send_returns_the_batch_claimed_ahead_uncounted(ahead):
+    site = ahead
+    ids = site.spool(*range(100, 108))
+    site.server.set_faults([{'mode': 'status', 'status': 503, 'path': '/api/v1/events', 'after': 1}])
+    _send_with(site, lambda call, events: _wait_until_claimed(site, ids[4]) if call == 2 else None)
+    result = site.delivery.run()
+    assert result.accepted == 2 and result.error is not None and result.error.kind == 'transient'
+    assert result.released == 2          # the batch that failed, not the one claimed ahead of it
+    assert site.ready() == ids[2:] and site.claimed() == []
+    with spool.StateLock(site.outbox.spool_dir) as state:
+        assert state.count == 6
+    site.server.set_faults([])
+    site.clock.now = site.connection.next_try_at
+    assert site.delivery.run().accepted == 6 and site.stored() == ids
+
+
+def test_a_corrupt_event_claimed_ahead_holds_its_guest(ahead):
+    site = ahead
+    a1, b1, a2, b2, a3, b3, a4 = site.spool(100, 101, 100, 101, 100, 101, 100)
+    corrupt = [entry for entry in site.outbox.list_ready() if entry.event_id == a3][0]
+    with open(corrupt.path, 'w') as stream:
+        stream.write('{"truncated": ')
+    result = site.delivery.run()
+    assert site.stored() == [a1, b1, a2, b2, b3]      # a4 waits: its predecessor a3 was lost
+    assert result.quarantined == 1 and result.held == 1 and site.ready() == [a4]
+    assert [name for name, _reason in site.outbox.list_quarantine()] == [corrupt.name]
+
+
+def test_interrupted_while_a_batch_is_claimed_ahead_returns_both(ahead):
+    site = ahead
+    ids = site.spool(*range(100, 108))
+
+    def before_send(call, events):
+        if call == 2:
+            _wait_until_claimed(site, ids[4])
+            raise Interrupted()   # what the daemon's shutdown timer raises during a send
+    _send_with(site, before_send)
+    with pytest.raises(Interrupted):
+        site.delivery.run()
+    assert site.delivery.returned_on_interrupt == 4   # the batch in flight and the one claimed ahead
+    assert site.ready() == ids[2:] and site.claimed() == [] and site.delivery.in_flight == []
+    assert _claim_threads() == []
+
+
+def test_small_batches_are_claimed_in_line_without_a_thread(site):
+    ids = site.spool(*range(100, 106))
+    assert site.delivery.claim_ahead_min_batch > 2   # batches of 2: the handoff would cost more
+    during = []
+    _send_with(site, lambda call, events: during.append((len(site.claimed()), len(_claim_threads()))))
+    assert site.delivery.run().accepted == 6 and site.stored() == ids
+    assert during == [(2, 0)] * 3   # only the batch in flight is claimed, and no worker exists
