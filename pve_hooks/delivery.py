@@ -185,9 +185,9 @@ class Delivery:
         Once a batch of this pass has been answered, the next batch is claimed
         by ``pool``'s worker thread while the current one is in flight (the
         claim is disk work, the send mostly waiting on AccountDB), unless
-        batches are smaller than CLAIM_AHEAD_MIN_BATCH. Events
-        claimed ahead whose guest is held meanwhile go back to ready/
-        unsent, so per-guest order holds; if the send fails they all go back.
+        batches are smaller than ``claim_ahead_min_batch``. Events claimed
+        ahead whose guest is held meanwhile go back to ready/ unsent, so
+        per-guest order holds; if the send fails they all go back.
         """
         claims, position = self._take(listing, 0, batch_size, held, track=self.in_flight)
         answered = False
@@ -262,6 +262,7 @@ class Delivery:
         to ready/ unsent.
         """
         batch = []
+        overtaken = []   # claimed ahead, then an earlier event of their guest was held
         for entry, event, note in claims:
             if note == 'held':
                 result.held_ids.add(entry.event_id)
@@ -273,8 +274,8 @@ class Delivery:
                 log.debug('event %s not claimable (%s); later events of guest %s wait for the next pass',
                           entry.event_id, note, entry.vmid,
                           extra={'EVENT_ID': entry.event_id, 'VMID': entry.vmid})
-            elif entry.vmid in held:   # claimed ahead, then an earlier event of its guest was held
-                self._unclaim([(entry, event, note)])
+            elif entry.vmid in held:
+                overtaken.append((entry, event, note))
                 result.held_ids.add(entry.event_id)
             elif not note:
                 self._settle(entry, 'ack')
@@ -284,11 +285,14 @@ class Delivery:
                           extra={'EVENT_ID': entry.event_id, 'VMID': event.get('vmid')})
             else:
                 batch.append((entry, event))
+        self._unclaim(overtaken)
         return batch
 
     def _unclaim(self, claims):
         """Return the claimed events of ``claims`` to ready/, uncounted: this pass never tried them."""
         entries = [entry for entry, event, _note in claims if event is not None]
+        if not entries:
+            return
         self._release(entries)
         settled = set(entries)
         self.in_flight = [entry for entry in self.in_flight if entry not in settled]
