@@ -100,10 +100,16 @@ def test_validate_accepts_a_valid_event_and_extras():
     ({'occurred_at': '2026-11-26T10:35:26.12\u0663456Z'}, 'occurred_at'),  # a non-ASCII digit
     ({'seq': -1}, 'seq'), ({'seq': 1.0}, 'seq'), ({'source': ''}, 'source'),
     ({'migrated_from': ''}, 'migrated_from'),
+    ({'node': 'n' * 256}, 'node'), ({'source': 's' * 256}, 'source'), ({'source': None}, 'source'),
+    ({'vmid': 1000000000}, 'vmid'), ({'vmid': 100.0}, 'vmid'), ({'seq': True}, 'seq'),
+    ({'guest_type': ['qemu']}, 'guest_type'), ({'phase': None}, 'phase'),
+    ({'event_id': None}, 'event_id'), ({'occurred_at': 20261126}, 'occurred_at'),
+    ({'migrated_from': 5}, 'migrated_from'), ({'schema': 1.0}, 'schema'),
 ])
 def test_validate_rejects(changes, field):
     with pytest.raises(event.EventError, match=repr(field)):
         event.validate(_valid(**changes))
+    assert not event._passes(_valid(**changes))   # the fast path never accepts what the loop rejects
 
 
 def test_validate_rejects_missing_field_and_non_object():
