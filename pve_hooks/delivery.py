@@ -294,8 +294,7 @@ class Delivery:
         if not entries:
             return
         self._release(entries)
-        settled = set(entries)
-        self.in_flight = [entry for entry in self.in_flight if entry not in settled]
+        self._forget(entries)
 
     def _allowed(self, vmid):
         try:
@@ -367,6 +366,10 @@ class Delivery:
         for entry, error in failed:
             log.error('cannot acknowledge event %s in the outbox (%s); it will be retried and deduplicated '
                       'by AccountDB', entry.event_id, error, extra={'EVENT_ID': entry.event_id})
+        self._forget(entries)
+
+    def _forget(self, entries):
+        """Drop ``entries`` (settled one way or another) from in_flight."""
         settled = set(entries)
         self.in_flight = [entry for entry in self.in_flight if entry not in settled]
 
