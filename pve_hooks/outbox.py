@@ -363,6 +363,11 @@ class Outbox:
         ``tmp_max_age``, quarantine badly named files in ready/, recompute the
         counters (and raise ``seq`` to the highest seen). Return a dict
         {released, tmp_removed, quarantined, depth, bytes}.
+
+        Hookscripts keep spooling during the recount; what they reserve
+        meanwhile is counted exactly. Only an event whose write was in
+        progress at the very start of the recount can be missed (its file
+        not yet in ready/); the next start counts it.
         """
         self.ensure()
         claimed = self._entries(CLAIMED)
@@ -381,7 +386,13 @@ class Outbox:
                 pass
         quarantined = 0
         bad = []
-        depth, size, highest = self._tally_ready(bad)
+        with spool.StateLock(self.spool_dir) as state:
+            before = (state.seq, state.count, state.bytes)
+        # Hookscripts do not wait for this scan. An event they reserve meanwhile gets a seq above
+        # both the stored seq and the time now in microseconds (spool.spool_event), so the scan
+        # leaves it out and the counters' own change below keeps it.
+        up_to = max(before[0], int(self.clock() * 1e6) - 1)
+        depth, size, highest, later = self._tally_ready(bad, up_to)
         for path in bad:
             if self.quarantine(path, BAD_NAME):
                 quarantined += 1
@@ -390,6 +401,12 @@ class Outbox:
                 quarantined += 1
         highest = max([highest] + [entry.seq for entry in self._entries(DEAD)])
         with spool.StateLock(self.spool_dir) as state:
+            depth += max(0, state.count - before[1])
+            size += max(0, state.bytes - before[2])
+            for seq, file_size in later:   # above every seq reserved: not a reservation (clock stepped back)
+                if seq > state.seq:
+                    depth += 1
+                    size += file_size
             state.count = depth
             state.bytes = size
             state.seq = max(state.seq, highest)
@@ -401,26 +418,33 @@ class Outbox:
                      '%d files quarantined', released, tmp_removed, quarantined)
         return result
 
-    def _tally_ready(self, bad):
-        """Count the events in ready/: return (count, bytes, highest seq); append bad names' paths to ``bad``.
+    def _tally_ready(self, bad, up_to):
+        """Count the events in ready/ whose seq is at most ``up_to``.
 
-        One scan and one stat per file, nothing kept per file: a restart
-        with a backlog of 100,000 events recounts them in well under a second.
+        Return (count, bytes, highest seq of all, [(seq, size)] of the events
+        above ``up_to``); append bad names' paths to ``bad``. One scan and one
+        stat per file: a restart with a backlog of 100,000 events recounts
+        them in well under a second.
         """
         count = size = highest = 0
+        later = []
         for item in _scan(self._dir(READY)):
             parsed = spool.parse_name(item.name)
             if parsed is None:
                 bad.append(item.path)
                 continue
             try:
-                size += item.stat(follow_symlinks=False).st_size
+                file_size = item.stat(follow_symlinks=False).st_size
             except FileNotFoundError:
                 continue  # claimed or acknowledged meanwhile
-            count += 1
-            if parsed[0] > highest:
-                highest = parsed[0]
-        return count, size, highest
+            seq = parsed[0]
+            highest = max(highest, seq)
+            if seq > up_to:
+                later.append((seq, file_size))
+            else:
+                count += 1
+                size += file_size
+        return count, size, highest, later
 
     def stats(self):
         """Return {depth, bytes, oldest_age, dead, quarantine, dropped, spooled, hookscript_errors, spooled_seq}.

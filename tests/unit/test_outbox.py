@@ -312,7 +312,7 @@ def test_stats_counts_event_shaped_names_without_parsing_each(box):
 def test_recover_recounts_a_backlog_whose_counters_were_never_kept(box):
     paths = _spool_n(box, 3)
     with spool.StateLock(box.spool_dir) as state:
-        state.count, state.bytes = 0, 0          # as if files arrived without counter updates
+        state.count, state.bytes, state.seq = 0, 0, 0   # as if the state file had been lost
         state.save()
     _write_ready(box, 'stray.txt', b'x')
     result = box.recover()
@@ -320,3 +320,22 @@ def test_recover_recounts_a_backlog_whose_counters_were_never_kept(box):
     assert (result['depth'], result['bytes'], result['quarantined']) == (3, sizes, 1)
     with spool.StateLock(box.spool_dir) as state:
         assert (state.count, state.bytes) == (3, sizes)
+
+
+def test_recover_keeps_what_hookscripts_spool_while_it_recounts(box):
+    _spool_n(box, 3)
+    original = box._tally_ready
+
+    def tally_while_spooling(*args):
+        _spool_n(box, 2)                # written before the scan lists ready/: seen by it
+        counted = original(*args)
+        _spool_n(box, 2)                # written after: not seen by it
+        return counted
+
+    box._tally_ready = tally_while_spooling
+    result = box.recover()
+    files = os.listdir(os.path.join(box.root, 'ready'))
+    sizes = sum(os.stat(os.path.join(box.root, 'ready', name)).st_size for name in files)
+    assert len(files) == 7 and (result['depth'], result['bytes']) == (7, sizes)
+    with spool.StateLock(box.spool_dir) as state:
+        assert (state.count, state.bytes) == (7, sizes)
