@@ -57,10 +57,10 @@ test-debian: venv-debian
 	$(DEBIAN_VENV)/bin/python -m pytest -q -m "not soak" $(PYTEST_ARGS) tests/unit tests/integration
 
 docs: venv
-	$(VENV)/bin/python -m pve_hooks.sample markdown > docs/configuration.md
+	$(VENV)/bin/python -m pve_hooks.config.sample markdown > docs/configuration.md
 
 check-docs: venv
-	$(VENV)/bin/python -m pve_hooks.sample markdown | diff -u docs/configuration.md - \
+	$(VENV)/bin/python -m pve_hooks.config.sample markdown | diff -u docs/configuration.md - \
 	  || (echo "docs/configuration.md is out of date: run make docs" >&2; exit 1)
 
 # Everything it writes goes to .scratch/demo/; it stops every process it started.

@@ -29,7 +29,7 @@ import uuid
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from pve_hooks.outbox import Outbox  # noqa: E402
+from pve_hooks.outbox.store import Outbox  # noqa: E402
 from tests.end_to_end.harness import write_config  # noqa: E402
 from tests.support.accountdb import run_dev_accountdb  # noqa: E402
 

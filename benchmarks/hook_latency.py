@@ -7,7 +7,7 @@ baselines of the same interpreter: ``python -I -c pass`` (the issue's
 baseline, target <= 1.3x) and ``python -I -S -c pass`` (no site at all: the
 floor). Prints the medians and both ratios; then starts 64 of each at once,
 several rounds alternating, and compares their p99 wall times (target
-<= 1.5x). Then splits a cold run into importing pve_hooks.hook and
+<= 1.5x). Then splits a cold run into importing pve_hooks.hook.main and
 hook.main() (config, event, durable write with its two fsyncs), and says
 whether ``os`` was imported (the hot path keeps it out: ~1.2 ms).
 
@@ -71,7 +71,7 @@ def hookscript_for(python, scratch):
 
 
 def how_found(python, flags, env):
-    """Run the hookscript's code with ``flags``; return (file pve_hooks.hook came from, whether site ran)."""
+    """Run the hookscript's code with ``flags``; return (file pve_hooks.hook.main came from, whether site ran)."""
     code = EXEC_HOOKSCRIPT.format(path=HOOKSCRIPT, vmid='100', phase='post-stop')
     out = subprocess.run([python] + flags + ['-c', code], env=env, capture_output=True, text=True, check=True)
     report = json.loads(out.stdout)
@@ -158,7 +158,7 @@ print(t1 - t0, t2 - t1, int('os' in sys.modules))
 
 
 def split_costs(python, flags, extra_path, env, runs):
-    """Return (medians in seconds of importing pve_hooks.hook and of hook.main(), whether os was imported).
+    """Return (medians in seconds of importing pve_hooks.hook.main and of hook.main(), whether os was imported).
 
     Separates the hookscript's imports from its own work (config, event,
     durable write with two fsyncs) as they happen in a real, cold run;
@@ -260,7 +260,7 @@ def main():
             print('  {0}  p99 {1}  median {2}'.format(name, ms(tail[kind]), ms(statistics.median(bursts[kind]))))
         print('  p99 ratio vs -I: {0:.2f}x (target <= 1.5x); vs -I -S: {1:.2f}x'.format(
             tail['hook'] / tail['bare'], tail['hook'] / tail['floor']))
-        print('split, fresh processes: importing pve_hooks.hook {0}, hook.main() {1} (config, event, durable write: '
+        print('split, fresh processes: importing pve_hooks.hook.main {0}, hook.main() {1} (config, event, durable write: '
               'fsync file, rename, fsync dir); os imported: {2}'.format(
                   ms(import_cost).strip(), ms(main_cost).strip(),
                   ('yes (by site)' if site_ran else 'YES (the hot path imports it)') if os_seen else 'no'))

@@ -21,7 +21,8 @@ import timeit
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pve_hooks import logsetup, metrics  # noqa: E402
+from pve_hooks.observe import logs as logsetup  # noqa: E402
+from pve_hooks.observe import metrics
 
 RECORDS = 20_000
 

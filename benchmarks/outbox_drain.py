@@ -45,7 +45,8 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from pve_hooks import event, spool  # noqa: E402
+from pve_hooks.hook import event  # noqa: E402
+from pve_hooks.hook import spool
 from tests.end_to_end.harness import write_config, write_token  # noqa: E402
 from tests.support.accountdb import run_dev_accountdb  # noqa: E402
 

@@ -25,8 +25,9 @@ import timeit
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pve_hooks import accountdb, config  # noqa: E402
-from pve_hooks.whitelist import Filter, WhitelistCache  # noqa: E402
+from pve_hooks.accountdb import client as accountdb  # noqa: E402
+from pve_hooks.config import loader as config
+from pve_hooks.whitelist.cache import Filter, WhitelistCache  # noqa: E402
 
 GUESTS = 10_000
 ENTRIES = 100_000

@@ -9,7 +9,8 @@ import sys
 
 import click
 
-from pve_hooks import __version__, config
+from pve_hooks import __version__
+from pve_hooks.config import loader as config
 
 
 class Context:

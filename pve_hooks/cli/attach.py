@@ -5,8 +5,8 @@ import sys
 
 import click
 
-from pve_hooks import attach as attach_mod
-from pve_hooks import snippets as snippets_mod
+from pve_hooks.proxmox import attach as attach_mod
+from pve_hooks.proxmox import snippets as snippets_mod
 from pve_hooks.cli import UserError
 
 _VMID = click.IntRange(1, 999999999)

@@ -4,9 +4,10 @@ import json
 
 import click
 
-from pve_hooks import config, schema
+from pve_hooks.config import loader as config
+from pve_hooks.config import schema
 from pve_hooks.cli import ConfigProblem
-from pve_hooks.sample import render_sample
+from pve_hooks.config.sample import render_sample
 
 
 def redact_userinfo(value):
@@ -33,7 +34,7 @@ def check(obj):
     except config.ConfigError as error:
         raise ConfigProblem(error.errors)
     if settings.file:  # the hookscript reads the file with its own small parser: it must agree
-        from pve_hooks.hookconfig import check_file
+        from pve_hooks.hook.settings import check_file
 
         problems = check_file(settings.file)
         if problems:

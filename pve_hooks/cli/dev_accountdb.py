@@ -18,7 +18,7 @@ from pve_hooks.cli import UserError
 
 def _load_faults(text):
     """Given --faults (JSON text or @FILE), return the validated spec; raise UserError."""
-    from pve_hooks.devserver import faults
+    from pve_hooks_devserver import faults
 
     if text is None:
         return None
@@ -62,8 +62,8 @@ def dev_accountdb(ctx, listen, db, token_file, faults_text, tls_cert, tls_key, v
                                '--db accountdb.sqlite --token-file token)'.format(', '.join(missing)))
     if bool(tls_cert) != bool(tls_key):
         raise click.UsageError('--tls-cert and --tls-key go together')
-    from pve_hooks import config
-    from pve_hooks.devserver import app
+    from pve_hooks.config import loader as config
+    from pve_hooks_devserver import app
 
     spec = _load_faults(faults_text)
     try:
@@ -91,7 +91,7 @@ def dev_accountdb(ctx, listen, db, token_file, faults_text, tls_cert, tls_key, v
 @click.option('--json', 'as_json', is_flag=True, help='Print everything as JSON.')
 def dump(db, as_json):
     """Show what a reference AccountDB database holds."""
-    from pve_hooks.devserver.store import Store
+    from pve_hooks_devserver.store import Store
 
     if not os.path.isfile(db):
         raise UserError('{0}: no such database file; give the --db of a dev-accountdb run'.format(db))

@@ -2,7 +2,8 @@
 
 import click
 
-from pve_hooks import config, health
+from pve_hooks.config import loader as config
+from pve_hooks.health import checks as health
 
 
 @click.command('health')

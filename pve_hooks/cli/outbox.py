@@ -6,7 +6,7 @@ import time
 import click
 
 from pve_hooks.cli import UserError
-from pve_hooks.outbox import Outbox
+from pve_hooks.outbox.store import Outbox
 
 
 def _outbox(obj):

@@ -1,6 +1,6 @@
 """``pve-hooks reconcile [--once]`` and ``pve-hooks status [--json]``.
 
-Click stays at the edge: the daemon lives in :mod:`pve_hooks.daemon`, the
+Click stays at the edge: the daemon lives in :mod:`pve_hooks.daemon.loop`, the
 status figures in :func:`collect_status`.
 """
 
@@ -10,7 +10,11 @@ import time
 
 import click
 
-from pve_hooks import config, daemon, logsetup, reconcile, state
+from pve_hooks.config import loader as config
+from pve_hooks.daemon import loop as daemon
+from pve_hooks.observe import logs as logsetup
+from pve_hooks.daemon import inventory_sync as reconcile
+from pve_hooks import statedir as state
 from pve_hooks.cli import UserError
 
 
@@ -54,8 +58,8 @@ def collect_status(settings, clock=time.time):
     last_inventory_sync_at, last_heartbeat_sent_at, inventory {...},
     whitelist {state, age, count, ...} or None.
     """
-    from pve_hooks import breaker
-    from pve_hooks.outbox import Outbox
+    from pve_hooks.accountdb import breaker
+    from pve_hooks.outbox.store import Outbox
 
     now = clock()
     daemon_state = state.read_json(daemon.daemon_state_path(settings), {}) or {}
@@ -66,7 +70,7 @@ def collect_status(settings, clock=time.time):
     running = bool(pid) and not daemon_state.get('stopped_at') and _alive(pid)
     heartbeat_at = daemon_state.get('heartbeat_at')
     try:
-        from pve_hooks.whitelist import WhitelistCache
+        from pve_hooks.whitelist.cache import WhitelistCache
         whitelist = WhitelistCache.from_settings(settings, clock=clock).status(now)
     except ImportError:
         whitelist = None

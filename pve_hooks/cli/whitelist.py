@@ -1,6 +1,6 @@
 """``pve-hooks whitelist show|refresh|check|add|remove|set``: the VMID whitelist from the shell.
 
-The logic lives in :mod:`pve_hooks.whitelist`; this module maps options onto
+The logic lives in :mod:`pve_hooks.whitelist.cache`; this module maps options onto
 it and turns failures into one line and an exit code.
 """
 
@@ -12,9 +12,10 @@ import textwrap
 
 import click
 
-from pve_hooks import errors, whitelist
-from pve_hooks.logsetup import format_duration
-from pve_hooks.vmidset import InputError, parse_item, parse_items
+from pve_hooks.accountdb import errors
+from pve_hooks.whitelist import cache as whitelist
+from pve_hooks.observe.logs import format_duration
+from pve_hooks.whitelist.vmidset import InputError, parse_item, parse_items
 
 EXIT_INVALID = 1      # invalid input or configuration, or AccountDB refused (auth, rejected, config)
 EXIT_USAGE = 2        # click's usage errors
@@ -79,7 +80,7 @@ def _quiet_warnings():
 
 
 def _client(settings):
-    from pve_hooks import accountdb
+    from pve_hooks.accountdb import client as accountdb
 
     return accountdb.Client(settings)
 

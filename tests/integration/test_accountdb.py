@@ -6,7 +6,9 @@ import socket
 
 import pytest
 
-from pve_hooks import accountdb, breaker as breaker_mod, errors
+from pve_hooks.accountdb import client as accountdb
+from pve_hooks.accountdb import breaker as breaker_mod
+from pve_hooks.accountdb import errors
 from tests.support.accountdb import DevAccountDB, dev_accountdb, run_dev_accountdb  # noqa: F401
 
 
@@ -374,9 +376,9 @@ def test_proxies_come_from_the_environment(server, monkeypatch):
 
 
 def test_debug_log_has_structured_fields(server, caplog):
-    caplog.set_level(logging.DEBUG, logger='pve_hooks.accountdb')
+    caplog.set_level(logging.DEBUG, logger='pve_hooks.accountdb.client')
     make_client(server).send_events('pve1', [event('logged-1')], attempt=3)
-    record = [r for r in caplog.records if r.name == 'pve_hooks.accountdb'][-1]
+    record = [r for r in caplog.records if r.name == 'pve_hooks.accountdb.client'][-1]
     assert record.HTTP_STATUS == 200 and isinstance(record.DURATION_MS, int) and record.BATCH_SIZE == 1
     assert 'POST /api/v1/events -> 200' in record.getMessage() and 'attempt 3' in record.getMessage()
     assert 'logged-1' not in record.getMessage()  # no bodies in the log

@@ -5,8 +5,8 @@ import os
 import pytest
 import yaml
 
-from pve_hooks import schema
-from pve_hooks.devserver import app, faults
+from pve_hooks.config import schema
+from pve_hooks_devserver import app, faults
 
 DOCS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), 'docs')
 

@@ -3,7 +3,8 @@ and a failed verification is a configuration error (never a dead letter)."""
 
 import pytest
 
-from pve_hooks import accountdb, errors
+from pve_hooks.accountdb import client as accountdb
+from pve_hooks.accountdb import errors
 from tests.support.accountdb import make_self_signed, run_dev_accountdb
 
 

@@ -14,7 +14,8 @@ import threading
 
 import pytest
 
-from pve_hooks import alerts, config
+from pve_hooks.observe import alerts
+from pve_hooks.config import loader as config
 
 
 class Clock:
@@ -118,7 +119,7 @@ def test_each_condition_fires_once_repeats_after_interval_and_resolves(
     command = [script('cat >> "$1"; echo >> "$1"\n'), output]
     clock = Clock()
     alerter = make_alerter(command=command, webhook=receiver.url, clock=clock)
-    caplog.set_level(logging.INFO, logger='pve_hooks.alerts')
+    caplog.set_level(logging.INFO, logger='pve_hooks.observe.alerts')
 
     hold(alerter)
     clock.now += 60
@@ -225,7 +226,7 @@ def test_background_mode_does_not_wait_for_a_hanging_webhook(receiver, tmp_path,
     settings = config.load(env={}, require_file=False, overrides=['node=pve1', 'alerts.timeout=30'])
     settings['alerts.webhook'] = receiver.url
     alerter = alerts.Alerter(settings, clock=Clock(), background=True)
-    caplog.set_level(logging.INFO, logger='pve_hooks.alerts')
+    caplog.set_level(logging.INFO, logger='pve_hooks.observe.alerts')
     try:
         assert alerter.dead_letters(1) is True  # returns while the webhook still hangs
         assert alerter.dead_letters(0) is True

@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from pve_hooks.cli import main
-from pve_hooks.outbox import Outbox
+from pve_hooks.outbox.store import Outbox
 
 
 def _event(vmid):

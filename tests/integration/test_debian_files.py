@@ -1,7 +1,7 @@
 """The Debian packaging files agree with the schema's defaults and the CLI.
 
 The unit, the tmpfiles entry and the purge script name paths that are
-defaults of options in pve_hooks/schema.py; these tests keep them in step.
+defaults of options in pve_hooks/config/schema.py; these tests keep them in step.
 """
 
 import configparser
@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from pve_hooks import schema
+from pve_hooks.config import schema
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEBIAN = os.path.join(ROOT, 'debian')

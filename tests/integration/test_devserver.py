@@ -71,7 +71,7 @@ def test_bad_faults_spec_is_one_clear_line(tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         'Error: --faults: fault rule 1: "mode" must be one of ' + ', '.join(
-            __import__('pve_hooks.devserver.faults', fromlist=['MODES']).MODES)]
+            __import__('pve_hooks_devserver.faults', fromlist=['MODES']).MODES)]
 
 
 def test_unusable_token_file_is_one_clear_line(tmp_path):

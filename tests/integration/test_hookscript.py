@@ -16,8 +16,8 @@ import textwrap
 
 import pytest
 
-from pve_hooks import event
-from pve_hooks.outbox import Outbox
+from pve_hooks.hook import event
+from pve_hooks.outbox.store import Outbox
 from tests.support.hook import EXEC_HOOKSCRIPT, HOOKSCRIPT, REPO, HookSite
 
 PYTHON = sys.executable
@@ -62,7 +62,7 @@ def test_main_path_imports_no_heavy_or_forbidden_module(site):
     result = run_hook(site, '100', 'pre-start', flags=('-X', 'importtime'))
     assert result.returncode == 0
     loaded = imported(result.stderr)
-    assert 'pve_hooks.hook' in loaded and 'pve_hooks.spool' in loaded  # the main path really ran
+    assert 'pve_hooks.hook.main' in loaded and 'pve_hooks.hook.spool' in loaded  # the main path really ran
     assert [name for name in FORBIDDEN_ANYWHERE if name in loaded] == []
     added = loaded - imported(bare.stderr)
     assert sorted(name for name in added if name.split('.')[0] in FORBIDDEN_ON_HOT_PATH) == []
@@ -76,7 +76,7 @@ def test_sys_modules_after_main_path(site):
     report = json.loads(result.stdout)
     assert report['exit'] == 0
     modules = report['modules']
-    assert 'pve_hooks.hook' in modules
+    assert 'pve_hooks.hook.main' in modules
     assert [name for name in FORBIDDEN_ANYWHERE if name in modules] == []
 
 
@@ -88,7 +88,7 @@ def test_main_path_without_site_does_not_import_os(site):
                             timeout=60)
     report = json.loads(result.stdout)
     assert (report['exit'], result.stderr) == (0, '')
-    assert report['hook_file'] == os.path.join(REPO, 'pve_hooks', 'hook.py') and 'site' not in report['modules']
+    assert report['hook_file'] == os.path.join(REPO, 'pve_hooks', 'hook', 'main.py') and 'site' not in report['modules']
     assert [name for name in ('os', '_collections_abc', 'posixpath', 'stat') if name in report['modules']] == []
     assert len(events(site)[0]) == 1  # the main path really ran: an event was spooled
 
@@ -171,7 +171,7 @@ def test_200_concurrent_hookscripts_make_200_distinct_events(site):
 
 WRITER = textwrap.dedent('''
     import os
-    from pve_hooks import hook
+    from pve_hooks.hook import main as hook
 
     def slow_write(fd, data):  # one byte per system call: a wide window for the kill to land mid-file
         return os.write(fd, bytes(data[:1]))
@@ -228,9 +228,9 @@ NAMESPACE_SCRIPT = textwrap.dedent('''
 ''')
 DUMP = textwrap.dedent('''
     import json, os
-    from pve_hooks.outbox import Outbox
+    from pve_hooks.outbox.store import Outbox
     root = os.environ['ROOT']
-    from pve_hooks import event
+    from pve_hooks.hook import event
     box = Outbox(os.environ['SPOOL'])  # read only: the spool may be mounted read-only
     got = [event.validate(json.load(open(entry.path))) for entry in box.list_ready()]
     print(json.dumps({'events': got, 'tmp': os.listdir(os.path.join(os.environ['SPOOL'], 'outbox', 'tmp')),
@@ -293,9 +293,10 @@ def test_chaining_through_the_real_hookscript(site):
 ])
 def test_the_wrapper_turns_any_exception_into_one_line_and_exit_0(site, tmp_path, body, words):
     fake = tmp_path / 'fake' / 'pve_hooks'
-    fake.mkdir(parents=True)
+    (fake / 'hook').mkdir(parents=True)
     (fake / '__init__.py').write_text('')
-    (fake / 'hook.py').write_text('def main(argv, environ):\n    {0}\n'.format(body))
+    (fake / 'hook' / '__init__.py').write_text('')
+    (fake / 'hook' / 'main.py').write_text('def main(argv, environ):\n    {0}\n'.format(body))
     code = 'import sys; sys.path.insert(0, {0!r}); sys.argv = [{1!r}, "100", "pre-start"]; ' \
            'exec(compile(open({1!r}).read(), {1!r}, "exec"), {{"__name__": "__main__"}})'.format(
                str(fake.parent), HOOKSCRIPT)

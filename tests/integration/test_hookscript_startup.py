@@ -30,12 +30,13 @@ def site(tmp_path):
 
 
 def fake_package(directory, hook_source=None):
-    """Write a pve_hooks package in ``directory``: an empty __init__ and, if given, hook.py."""
+    """Write a pve_hooks package in ``directory``: empty __init__ files and, if given, hook/main.py."""
     package = directory / 'pve_hooks'
-    package.mkdir(parents=True)
+    (package / 'hook').mkdir(parents=True)
     (package / '__init__.py').write_text('')
+    (package / 'hook' / '__init__.py').write_text('')
     if hook_source is not None:
-        (package / 'hook.py').write_text(hook_source)
+        (package / 'hook' / 'main.py').write_text(hook_source)
 
 
 def version_of(python):
@@ -82,7 +83,7 @@ def test_run_by_its_shebang_it_finds_the_debian_package_without_site(site, tmp_p
     report = json.loads(result.stdout)
     assert report['exit'] == 0 and 'site' not in report['modules']
     assert 'os' not in report['modules']  # nor os, which site would have imported (~1.2 ms)
-    assert report['hook_file'] == str(packages / 'pve_hooks' / 'hook.py')
+    assert report['hook_file'] == str(packages / 'pve_hooks' / 'hook' / 'main.py')
     assert len(site.ready()) == 2 and not marker.exists()
 
     # The same interpreter with site (no -S) does run the .pth: the marker can tell.
@@ -100,7 +101,7 @@ def test_in_a_venv_the_site_fallback_finds_the_package_the_venv_imports(site):
                  site)
     report = json.loads(result.stdout)
     assert report['exit'] == 0 and 'site' in report['modules']
-    expected = run([PYTHON, '-I', '-c', 'import pve_hooks.hook; print(pve_hooks.hook.__file__)'], site)
+    expected = run([PYTHON, '-I', '-c', 'import pve_hooks.hook.main; print(pve_hooks.hook.main.__file__)'], site)
     assert report['hook_file'] == expected.stdout.strip()
     assert len(site.ready()) == 2
 
@@ -125,7 +126,7 @@ def test_a_venvs_package_wins_over_a_copy_in_the_base_interpreters_debian_direct
 @needs_system_python
 def test_a_broken_debian_copy_does_not_shadow_what_site_finds(site, tmp_path):
     python = debian_prefix(tmp_path / 'usr')
-    # A leftover without a hook module: importing pve_hooks.hook from it fails.
+    # A leftover without a hook module: importing pve_hooks.hook.main from it fails.
     fake_package(tmp_path / 'usr' / 'lib' / 'python3' / 'dist-packages')
     # Debian's site puts <prefix>/local/lib/python3.X/dist-packages (pip as root) before lib/python3/dist-packages.
     local = tmp_path / 'usr' / 'local' / 'lib' / 'python{0}'.format(version_of(python)) / 'dist-packages'

@@ -21,7 +21,9 @@ TOKEN = 'tok-3f9a1c77e2b54d0c'
 
 CHILD = textwrap.dedent('''
     import logging, os, sys
-    from pve_hooks import alerts, config, logsetup
+    from pve_hooks.observe import alerts
+    from pve_hooks.config import loader as config
+    from pve_hooks.observe import logs as logsetup
     TOKEN = os.environ['TEST_TOKEN']  # not on the command line: journald records _CMDLINE
     settings = config.load(env={}, require_file=False, overrides=['node=pve1'] + sys.argv[1:])
     logsetup.configure(settings, identifier='pve-hooks')
@@ -74,8 +76,8 @@ def test_records_carry_identifier_priority_and_code_location(journal_run):
     assert {record['SYSLOG_IDENTIFIER'] for record in records} == {'pve-hooks'}
     assert [record['PRIORITY'] for record in records] == ['6', '4', '3', '3', '2']
     assert records[0]['LOGGER'] == 'pve_hooks.child'
-    assert records[-1]['LOGGER'] == 'pve_hooks.alerts'
-    assert records[-1]['CODE_FILE'].endswith('pve_hooks/alerts.py')
+    assert records[-1]['LOGGER'] == 'pve_hooks.observe.alerts'
+    assert records[-1]['CODE_FILE'].endswith('pve_hooks/observe/alerts.py')
     assert records[0]['CODE_FUNC'] == '<module>'
 
 

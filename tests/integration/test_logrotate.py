@@ -6,7 +6,8 @@ import subprocess
 
 import pytest
 
-from pve_hooks import config, logsetup
+from pve_hooks.config import loader as config
+from pve_hooks.observe import logs as logsetup
 from tests.support.logstate import restored_logging
 
 SNIPPET = 'debian/pve-hooks.logrotate'

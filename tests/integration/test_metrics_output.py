@@ -11,7 +11,7 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from pve_hooks import metrics
+from pve_hooks.observe import metrics
 
 
 def families(text):
@@ -75,7 +75,7 @@ def test_reader_never_sees_a_partial_file(tmp_path):
 
 def test_missing_directory_warns_once_and_does_not_raise(tmp_path, caplog):
     path = tmp_path / 'node-exporter' / 'pve-hooks.prom'
-    with caplog.at_level(logging.WARNING, logger='pve_hooks.metrics'):
+    with caplog.at_level(logging.WARNING, logger='pve_hooks.observe.metrics'):
         assert metrics.write_textfile(filled_registry(), str(path)) is False
         assert metrics.write_textfile(filled_registry(), str(path)) is False
     warnings = [record.getMessage() for record in caplog.records]
@@ -86,7 +86,7 @@ def test_missing_directory_warns_once_and_does_not_raise(tmp_path, caplog):
     path.parent.joinpath('pve-hooks.prom').unlink()
     path.parent.rmdir()
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger='pve_hooks.metrics'):
+    with caplog.at_level(logging.WARNING, logger='pve_hooks.observe.metrics'):
         assert metrics.write_textfile(filled_registry(), str(path)) is False
     assert len(caplog.records) == 1  # it broke again after working: say so again
 
@@ -134,7 +134,7 @@ def test_address_in_use_logs_an_error_and_returns_none(caplog):
     busy.listen(1)
     listen = '127.0.0.1:{0}'.format(busy.getsockname()[1])
     try:
-        with caplog.at_level(logging.ERROR, logger='pve_hooks.metrics'):
+        with caplog.at_level(logging.ERROR, logger='pve_hooks.observe.metrics'):
             assert metrics.serve(metrics.Registry(), listen) is None
     finally:
         busy.close()

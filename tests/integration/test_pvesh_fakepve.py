@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from pve_hooks import inventory, pvesh
+from pve_hooks.proxmox import inventory
+from pve_hooks.proxmox import pvesh
 from tests.support.fakepve import fake_node, fake_pve, fake_pve_pki, pve_root  # noqa: F401
 
 

@@ -4,9 +4,10 @@ import logging
 
 import pytest
 
-from pve_hooks import accountdb, whitelist
-from pve_hooks.vmidset import VmidSet
-from pve_hooks.whitelist import WhitelistCache
+from pve_hooks.accountdb import client as accountdb
+from pve_hooks.whitelist import cache as whitelist
+from pve_hooks.whitelist.vmidset import VmidSet
+from pve_hooks.whitelist.cache import WhitelistCache
 from tests.support.accountdb import dev_accountdb, run_dev_accountdb  # noqa: F401  (pytest fixture)
 
 WHITELIST_GET = 'GET /api/v1/whitelist'
@@ -32,7 +33,7 @@ def make(server, tmp_path, name, clock=None, **overrides):
 
 
 def records(caplog, level):
-    return [r.getMessage() for r in caplog.records if r.name == 'pve_hooks.whitelist' and r.levelno == level]
+    return [r.getMessage() for r in caplog.records if r.name == 'pve_hooks.whitelist.cache' and r.levelno == level]
 
 
 def test_conditional_refresh_answered_304_carries_no_body(dev_accountdb, tmp_path):
@@ -97,7 +98,7 @@ def test_failing_refresh_keeps_the_list_logs_once_and_critical_when_stale(dev_ac
     client.update_whitelist(add=[101, 102])
     cache.refresh(client)
     dev_accountdb.set_faults([{'mode': 'status', 'status': 503, 'path': '/api/v1/whitelist'}])
-    caplog.set_level(logging.DEBUG, logger='pve_hooks.whitelist')
+    caplog.set_level(logging.DEBUG, logger='pve_hooks.whitelist.cache')
     caplog.clear()   # another test may have left the logger at INFO: drop the set-up's records
 
     for step in range(3):   # within max_stale: one WARNING for the three failures
@@ -148,7 +149,7 @@ def test_failure_state_is_persisted_for_status_of_another_process(dev_accountdb,
 def test_no_cache_and_failing_allows_all_with_the_documented_warning(dev_accountdb, tmp_path, caplog):
     dev_accountdb.set_faults([{'mode': 'status', 'status': 503}])
     cache, client = make(dev_accountdb, tmp_path, 'node')
-    caplog.set_level(logging.INFO, logger='pve_hooks.whitelist')
+    caplog.set_level(logging.INFO, logger='pve_hooks.whitelist.cache')
     assert cache.refresh(client) == whitelist.FAILED
     assert cache.refresh(client) == whitelist.FAILED
     [warning] = records(caplog, logging.WARNING)
@@ -202,7 +203,7 @@ def test_bulk_add_of_10000_vmids_is_one_request(dev_accountdb, tmp_path):
 
 
 def test_a_change_over_max_change_sends_nothing(dev_accountdb, tmp_path):
-    from pve_hooks.vmidset import InputError
+    from pve_hooks.whitelist.vmidset import InputError
 
     cache, client = make(dev_accountdb, tmp_path, 'node')
     cache.refresh(client)

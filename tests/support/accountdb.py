@@ -26,7 +26,7 @@ import urllib.request
 
 import pytest
 
-from pve_hooks import config
+from pve_hooks.config import loader as config
 
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0

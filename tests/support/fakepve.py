@@ -26,7 +26,7 @@ import threading
 
 import pytest
 
-from pve_hooks import config
+from pve_hooks.config import loader as config
 
 HOST = '127.0.0.1'
 NODE = 'pve1'

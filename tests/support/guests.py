@@ -12,7 +12,7 @@ import json
 import os
 import sys
 
-from pve_hooks import config
+from pve_hooks.config import loader as config
 
 NODE = 'pve1'
 
@@ -82,7 +82,7 @@ def write_guest(pve_root, vmid, kind='qemu', hookscript=None, template=False, na
 
 def hookscript_line(pve_root, vmid, kind='qemu', node=NODE):
     """Return the top-section ``hookscript:`` value of a guest, or None."""
-    from pve_hooks import guestconf
+    from pve_hooks.proxmox import guestconf
 
     folder = 'qemu-server' if kind == 'qemu' else 'lxc'
     return guestconf.top_section(os.path.join(str(pve_root), 'nodes', node, folder,

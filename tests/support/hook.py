@@ -86,7 +86,7 @@ def mode(path):
 
 # Python code: run the hookscript in this process (the interpreter's flags apply as to the file itself) with
 # argv <vmid> <phase> (format ``vmid``, ``phase``, ``path``), then print one JSON line: its exit code, the
-# sorted sys.modules it left, and the file pve_hooks.hook came from.
+# sorted sys.modules it left, and the file pve_hooks.hook.main came from.
 EXEC_HOOKSCRIPT = """
 import sys
 sys.argv = [{path!r}, {vmid!r}, {phase!r}]
@@ -95,7 +95,7 @@ try:
 except SystemExit as stop:
     code = stop.code
 modules = sorted(sys.modules)
-hook = sys.modules.get('pve_hooks.hook')
+hook = sys.modules.get('pve_hooks.hook.main')
 import json
 print(json.dumps({{'exit': code, 'modules': modules, 'hook_file': hook and hook.__file__}}))
 """

@@ -4,7 +4,8 @@ import os
 import yaml
 from click.testing import CliRunner
 
-from pve_hooks import config, schema
+from pve_hooks.config import loader as config
+from pve_hooks.config import schema
 from pve_hooks.cli import main
 from pve_hooks.cli.config_cmd import redact_userinfo
 

@@ -1,0 +1,240 @@
+"""The hookscript's logic: turn one ``<vmid> <phase>`` call into a durable outbox event.
+
+Proxmox runs the hookscript as root, without a timeout, and a non-zero exit
+in pre-start aborts the guest's start. So :func:`main` spools the event to
+local disk and returns 0 whatever goes wrong (one clear line to stderr, which
+Proxmox puts in the task log, and to the journal), except with the documented
+opt-ins ``hook.on_error: abort`` / ``hook.chain_on_error: abort``, which only
+affect pre-start. It never touches the network, pvesh or qm.
+
+Hot path: standard library built-ins only (``posix``, ``time``, ``fcntl``,
+``_socket``), not even ``os`` (see :mod:`pve_hooks.hook.spool`: the hookscript
+starts without site, and ``os`` would cost ~1.2 ms); ``subprocess`` is
+imported only when hook.chain_dir holds executables. ``python3 -IS -X
+importtime hookscripts/accountdb-hook 100 pre-start`` shows what it loads.
+"""
+
+import posix  # not os: see above
+import time
+
+from pve_hooks.hook import event
+from pve_hooks.hook import settings as hookconfig
+from pve_hooks.hook import journal as journal_native
+from pve_hooks.hook import spool
+
+IDENTIFIER = 'pve-hooks-hook'
+PREFIX = 'pve-hooks hookscript: '
+
+
+class Reporter:
+    """Writes each message as one line to stderr and one journal record.
+
+    Error and critical lines are also counted in the outbox's ``errors``
+    counter under ``spool_dir`` (the pve_hooks_hookscript_errors_total metric),
+    where the outbox can be written.
+    """
+
+    def __init__(self, socket_path, node, stderr_fd=2, spool_dir=None):
+        self.socket_path = socket_path
+        self.stderr_fd = stderr_fd
+        self.spool_dir = spool_dir
+        self.fields = {'SYSLOG_IDENTIFIER': IDENTIFIER, 'NODE': node}
+
+    def journal(self, priority, message, **fields):
+        """Send one journal record (only)."""
+        record = {'MESSAGE': message, 'PRIORITY': priority}
+        record.update(self.fields)
+        record.update(fields)
+        journal_native.send(record, self.socket_path)
+
+    def line(self, priority, message, **fields):
+        """Write ``message`` to stderr (one line) and to the journal."""
+        text = (PREFIX + message).replace('\n', ' ') + '\n'
+        try:
+            posix.write(self.stderr_fd, text.encode('utf-8', 'backslashreplace'))
+        except OSError:
+            pass  # stderr closed: the journal still gets it
+        self.journal(priority, message, **fields)
+        if priority <= journal_native.ERROR and self.spool_dir:
+            try:
+                spool.adjust(self.spool_dir, 0, 0, errors_delta=1)
+            except OSError:
+                pass  # the outbox itself is unwritable: the line above is all we can do
+
+
+def _exists(path):
+    """os.path.exists without os."""
+    try:
+        posix.stat(path)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def guest_type(pve_root, node, vmid):
+    """Return 'qemu' or 'lxc' by which guest config exists under ``pve_root``, else 'unknown'."""
+    base = pve_root + '/nodes/' + node
+    if _exists('{0}/qemu-server/{1}.conf'.format(base, vmid)):
+        return 'qemu'
+    if _exists('{0}/lxc/{1}.conf'.format(base, vmid)):
+        return 'lxc'
+    return 'unknown'
+
+
+def chain_scripts(chain_dir):
+    """Return the executable regular files in ``chain_dir`` in name order.
+
+    Skips dot-files, ``*.dpkg-*`` and ``*~`` (editor and package manager
+    leftovers). A missing directory gives []; raise OSError if it cannot be read.
+    """
+    try:
+        items = list(posix.scandir(chain_dir))
+    except FileNotFoundError:
+        return []
+    found = []
+    for item in items:
+        name = item.name
+        if name.startswith('.') or '.dpkg-' in name or name.endswith('~'):
+            continue
+        try:
+            if item.is_file() and posix.access(item.path, posix.X_OK):
+                found.append(item.path)
+        except OSError:
+            continue
+    found.sort()
+    return found
+
+
+def run_chain(scripts, args, environ, timeout, report, vmid, phase):
+    """Run each of ``scripts`` with ``args`` (vmid, phase) and ``environ``; return how many failed.
+
+    stdin is empty (EOF), stdout/stderr pass through; each script (and its
+    process group) is killed after ``timeout`` seconds. Failures are reported
+    through ``report`` (a :class:`Reporter`).
+    """
+    import signal
+    import subprocess
+
+    failures = 0
+    for path in scripts:
+        try:
+            process = subprocess.Popen([path] + list(args), env=dict(environ), stdin=subprocess.DEVNULL,
+                                       start_new_session=True, close_fds=True)
+        except OSError as error:
+            failures += 1
+            report.line(journal_native.ERROR, 'chained hook {0} could not be started ({1}) in {2} of guest {3}; '
+                        'make it executable with a valid #! line'.format(path, error.strerror or error, phase,
+                                                                          vmid), VMID=vmid, PHASE=phase)
+            continue
+        try:
+            status = process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            try:
+                posix.killpg(process.pid, signal.SIGKILL)
+            except OSError:
+                pass
+            process.wait()
+            failures += 1
+            report.line(journal_native.ERROR, 'chained hook {0} was killed after {1:g} s (hook.chain_timeout) in {2} '
+                        'of guest {3}; make it faster or raise hook.chain_timeout'.format(path, timeout, phase, vmid),
+                        VMID=vmid, PHASE=phase)
+            continue
+        if status != 0:
+            failures += 1
+            how = 'killed by signal {0}'.format(-status) if status < 0 else 'exited with status {0}'.format(status)
+            report.line(journal_native.ERROR, 'chained hook {0} {1} in {2} of guest {3}'.format(path, how, phase, vmid),
+                        VMID=vmid, PHASE=phase)
+    return failures
+
+
+def _exit_code(abort, phase):
+    return 1 if abort and phase == 'pre-start' else 0
+
+
+def main(argv, environ, clock_ns=time.time_ns, random_bytes=posix.urandom, stderr_fd=2, write=posix.write):
+    """Run the hookscript for ``argv`` (``[script, vmid, phase]``) and ``environ``; return the exit code.
+
+    ``environ`` is a str mapping (os.environ, or the hookscript's decoded
+    copy of posix.environ). ``clock_ns`` (time.time_ns) and ``random_bytes``
+    (os.urandom, which is posix.urandom) make time and the event id
+    controllable in tests; ``write`` is os.write (posix.write), for fault
+    injection. Returns 0 except in pre-start with hook.on_error: abort (the
+    event could not be spooled, or argv is invalid) or hook.chain_on_error:
+    abort (a chained hook failed). Does not raise for expected failures.
+    """
+    now_ns = clock_ns()
+    settings, problems, _path = hookconfig.load(environ)
+    spool_dir = settings['paths.spool_dir']
+    report = Reporter(settings['hook.journal_socket'], settings['node'], stderr_fd, spool_dir)
+    for problem in problems:
+        report.line(journal_native.ERROR, '{0}; spooling to {1}, with defaults for what could not be read'.format(
+            problem, spool_dir))
+
+    phase_arg = argv[2] if len(argv) > 2 else None
+    try:
+        if len(argv) != 3:
+            raise event.EventError('expected 2 arguments, got {0}'.format(len(argv) - 1))
+        vmid = event.parse_vmid(argv[1])
+        phase = event.check_phase(argv[2])
+    except event.EventError as error:
+        report.line(journal_native.ERROR, 'invalid arguments {0}: {1}; Proxmox calls it as <vmid> <phase> '
+                    '(vmid {2}..{3}, phase one of {4}); nothing was recorded'.format(
+                        ' '.join(argv[1:]) or '(none)', error, event.VMID_MIN, event.VMID_MAX,
+                        ', '.join(event.PHASES)))
+        return _exit_code(settings['hook.on_error'] == 'abort', phase_arg)
+
+    node = settings['node']
+    event_id = event.new_event_id(random_bytes(16))
+    migrated_from = environ.get('PVE_MIGRATED_FROM') or None
+    fields = {'VMID': vmid, 'PHASE': phase, 'EVENT_ID': event_id}
+    record = event.make_event(event_id, node, vmid, guest_type(settings['proxmox.pve_root'], node, vmid), phase,
+                              event.format_time(now_ns), 0, migrated_from)
+
+    # Encoded once, outside the outbox lock; build() only splices the seq in.
+    head, _, tail = event.encode(record).partition(b'"seq":0,')
+
+    def build(seq):
+        return b'%s"seq":%d,%s' % (head, seq, tail)
+
+    spool_failed = False
+    aborting = '; the start is aborted (hook.on_error: abort)' if _exit_code(
+        settings['hook.on_error'] == 'abort', phase) else ''
+    try:
+        path, _seq = spool.spool_event(spool_dir, vmid, event_id, build, now_ns, settings['outbox.max_events'],
+                                       settings['outbox.max_bytes'], write)
+        report.journal(journal_native.INFO, 'recorded {0} of guest {1} as event {2} in {3}'.format(
+            phase, vmid, event_id, path), **fields)
+    except spool.OutboxFull as error:
+        spool_failed = True
+        report.line(journal_native.CRITICAL, '{0}: the {1} event of guest {2} was DROPPED ({3} dropped in total); '
+                    'check that the pve-hooks daemon is running and delivering (pve-hooks outbox status){4}'.format(
+                        error, phase, vmid, error.dropped, aborting), **fields)
+    except OSError as error:
+        spool_failed = True
+        what = error.strerror or str(error)
+        where = error.filename or spool.outbox_dir(spool_dir)
+        report.line(journal_native.CRITICAL, 'could not record {0} of guest {1}: {2}: {3}; free space or fix the '
+                    'permissions of {4} (paths.spool_dir); the event is lost, the daemon\'s inventory '
+                    'reconciliation will correct the state{5}'.format(phase, vmid, where, what, spool_dir, aborting),
+                    **fields)
+
+    code = _exit_code(spool_failed and settings['hook.on_error'] == 'abort', phase)
+    try:
+        scripts = chain_scripts(settings['hook.chain_dir'])
+    except OSError as error:
+        scripts = []
+        report.line(journal_native.ERROR, 'cannot list chained hooks in {0} ({1}); none were run; make it a '
+                    'readable directory or set hook.chain_dir'.format(settings['hook.chain_dir'],
+                                                                      error.strerror or error), **fields)
+    if code:
+        if scripts:  # do not set a guest up for a start that is aborted anyway
+            report.line(journal_native.ERROR, 'chained hooks in {0} not run: the start of guest {1} is aborted'.format(
+                settings['hook.chain_dir'], vmid), **fields)
+        return code
+    chain_failed = False
+    if scripts:
+        chain_failed = run_chain(scripts, argv[1:3], environ, settings['hook.chain_timeout'], report, vmid, phase) > 0
+        if chain_failed and phase == 'pre-start' and settings['hook.chain_on_error'] == 'abort':
+            report.line(journal_native.ERROR, 'the start of guest {0} is aborted because a chained hook failed '
+                        '(hook.chain_on_error: abort)'.format(vmid), **fields)
+    return _exit_code(chain_failed and settings['hook.chain_on_error'] == 'abort', phase)

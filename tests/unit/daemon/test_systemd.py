@@ -1,0 +1,88 @@
+"""Unit tests for pve_hooks.daemon.systemd: sd_notify over a real AF_UNIX datagram socket."""
+
+import os
+import socket
+
+import pytest
+
+from pve_hooks.daemon.systemd import Notifier
+
+
+@pytest.fixture
+def listener(tmp_path):
+    path = str(tmp_path / 'notify.sock')
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(5)
+    yield path, sock
+    sock.close()
+
+
+def _messages(sock):
+    received = []
+    sock.settimeout(0.2)
+    try:
+        while True:
+            received.append(sock.recv(4096).decode())
+    except socket.timeout:
+        pass
+    return received
+
+
+def test_without_notify_socket_everything_is_a_no_op():
+    notifier = Notifier(env={})
+    assert not notifier.enabled
+    assert notifier.ready('starting') is False
+    assert notifier.watchdog() is False
+    assert notifier.watchdog_interval() is None
+
+
+def test_raw_socket_ready_status_watchdog_stopping(listener):
+    path, sock = listener
+    notifier = Notifier(env={'NOTIFY_SOCKET': path}, use_systemd=False)
+    assert notifier.ready('outbox 0 events')
+    assert notifier.status('line one\nline two')
+    assert notifier.status('line one\nline two') is False  # unchanged text is not resent
+    assert notifier.watchdog()
+    assert notifier.stopping()
+    messages = _messages(sock)
+    assert messages[0].startswith('READY=1\nMAINPID={0}\n'.format(os.getpid()))
+    assert messages[0].endswith('STATUS=outbox 0 events')
+    assert messages[1] == 'STATUS=line one line two'
+    assert messages[2:] == ['WATCHDOG=1', 'STOPPING=1']
+
+
+def test_abstract_namespace_socket():
+    name = 'pve-hooks-test-{0}'.format(os.getpid())
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind('\0' + name)
+    try:
+        assert Notifier(env={'NOTIFY_SOCKET': '@' + name}, use_systemd=False).watchdog()
+        assert _messages(sock) == ['WATCHDOG=1']
+    finally:
+        sock.close()
+
+
+def test_systemd_python_path_uses_os_environ(listener, monkeypatch):
+    pytest.importorskip('systemd.daemon')
+    path, sock = listener
+    monkeypatch.setenv('NOTIFY_SOCKET', path)
+    assert Notifier().ready()
+    assert _messages(sock)[0].startswith('READY=1')
+
+
+def test_vanished_socket_is_not_fatal(tmp_path):
+    notifier = Notifier(env={'NOTIFY_SOCKET': str(tmp_path / 'gone.sock')}, use_systemd=False)
+    assert notifier.ready() is False
+    assert notifier.ready() is False
+
+
+@pytest.mark.parametrize('env, expected', [
+    ({'WATCHDOG_USEC': '10000000'}, 5.0),
+    ({'WATCHDOG_USEC': '0'}, None),
+    ({'WATCHDOG_USEC': 'junk'}, None),
+    ({'WATCHDOG_USEC': '2000000', 'WATCHDOG_PID': '1'}, None),
+    ({'WATCHDOG_USEC': '2000000', 'WATCHDOG_PID': str(os.getpid())}, 1.0),
+])
+def test_watchdog_interval_is_half_of_watchdog_usec(env, expected):
+    assert Notifier(env=env).watchdog_interval() == expected

@@ -1,0 +1,139 @@
+"""Unit tests for pve_hooks.observe.alerts: per-condition state, thresholds, rate limiting, logging.
+
+No channel is configured here (alerts are only logged); the command and the
+webhook are exercised for real in tests/integration/test_alert_channels.py.
+"""
+
+import logging
+
+import pytest
+
+from pve_hooks.observe import alerts
+from pve_hooks.config import loader as config
+
+
+class Clock:
+    def __init__(self, now=1764150000.0):
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture
+def clock():
+    return Clock()
+
+
+@pytest.fixture
+def alerter(clock):
+    settings = config.load(env={}, require_file=False, overrides=[
+        'node=pve1', 'alerts.after=300', 'alerts.repeat_interval=3600', 'alerts.outbox_depth=100',
+        'alerts.pvesh_failures=3', 'whitelist.max_stale=86400'])
+    return alerts.Alerter(settings, clock=clock)
+
+
+def alert_lines(caplog):
+    return [(record.levelname, record.ALERT, record.ALERT_STATUS, record.getMessage())
+            for record in caplog.records if hasattr(record, 'ALERT_STATUS')]
+
+
+def test_fires_once_suppresses_repeats_resends_after_interval_and_resolves(alerter, clock, caplog):
+    caplog.set_level(logging.INFO, logger='pve_hooks.observe.alerts')
+    assert alerter.raise_(alerts.DEAD_LETTERS, alerts.CRITICAL, '2 events in dead/') is True
+    clock.now += 60
+    assert alerter.raise_(alerts.DEAD_LETTERS, alerts.CRITICAL, '3 events in dead/') is False
+    clock.now += 3540
+    assert alerter.raise_(alerts.DEAD_LETTERS, alerts.CRITICAL, '3 events in dead/') is True
+    clock.now += 10
+    assert alerter.resolve(alerts.DEAD_LETTERS, 'dead/ is empty') is True
+    assert alerter.resolve(alerts.DEAD_LETTERS, 'dead/ is empty') is False
+    assert alert_lines(caplog) == [
+        ('CRITICAL', 'dead_letters', 'firing', 'ALERT dead_letters: 2 events in dead/'),
+        ('CRITICAL', 'dead_letters', 'firing', 'ALERT dead_letters: 3 events in dead/ (still active since 3600 s)'),
+        ('INFO', 'dead_letters', 'resolved', 'ALERT dead_letters resolved after 3610 s: dead/ is empty'),
+    ]
+    assert alerter.active() == {}
+
+
+def test_resolve_of_an_inactive_condition_does_nothing(alerter, caplog):
+    caplog.set_level(logging.DEBUG, logger='pve_hooks.observe.alerts')
+    assert alerter.resolve(alerts.BREAKER_OPEN) is False
+    assert caplog.records == []
+
+
+def test_conditions_are_independent(alerter, clock):
+    assert alerter.raise_(alerts.DEAD_LETTERS, alerts.CRITICAL, 'x')
+    assert alerter.raise_(alerts.PVESH_FAILING, alerts.CRITICAL, 'y')
+    assert alerter.active() == {alerts.DEAD_LETTERS: clock.now, alerts.PVESH_FAILING: clock.now}
+
+
+def test_warning_severity_logs_at_warning(alerter, caplog):
+    caplog.set_level(logging.INFO, logger='pve_hooks.observe.alerts')
+    alerter.raise_(alerts.OUTBOX_DEPTH, alerts.WARNING, 'getting full')
+    assert alert_lines(caplog)[0][0] == 'WARNING'
+
+
+def test_breaker_alerts_only_after_alerts_after(alerter, clock):
+    since = clock.now
+    clock.now += 299
+    assert alerter.breaker('open', since) is False
+    clock.now += 1
+    assert alerter.breaker('half_open', since) is True
+    assert alerts.BREAKER_OPEN in alerter.active()
+    assert alerter.breaker('closed', None) is True
+    assert alerter.active() == {}
+
+
+def test_outbox_depth_and_drops(alerter):
+    assert alerter.outbox(99) is False
+    assert alerter.outbox(100) is True
+    assert set(alerter.active()) == {alerts.OUTBOX_DEPTH}
+    assert alerter.outbox(150, dropped_since_last=4) is True
+    assert set(alerter.active()) == {alerts.OUTBOX_DEPTH, alerts.OUTBOX_FULL}
+    assert alerter.outbox(10, dropped_since_last=0) is True  # both resolved
+    assert alerter.active() == {}
+
+
+def test_dead_letters(alerter):
+    assert alerter.dead_letters(0) is False
+    assert alerter.dead_letters(1) is True
+    assert alerter.dead_letters(2) is False
+    assert alerter.dead_letters(0) is True
+
+
+def test_whitelist_stale(alerter):
+    assert alerter.whitelist(None) is False
+    assert alerter.whitelist(86400) is False
+    assert alerter.whitelist(86401) is True
+    assert alerter.whitelist(5) is True
+    assert alerter.active() == {}
+
+
+def test_pvesh_failing_after_threshold(alerter):
+    assert alerter.pvesh(2, 'timed out') is False
+    assert alerter.pvesh(3, 'timed out') is True
+    assert alerter.pvesh(4, 'timed out') is False
+    assert alerter.pvesh(0) is True
+
+
+def test_node_health(alerter):
+    assert alerter.health('WARNING', 'load high') is False
+    assert alerter.health('CRITICAL', 'pveproxy inactive') is True
+    assert alerter.health('OK') is True
+
+
+def test_accountdb_auth(alerter, caplog):
+    caplog.set_level(logging.INFO, logger='pve_hooks.observe.alerts')
+    assert alerter.accountdb_auth(True, 'HTTP 401') is True
+    assert alerter.accountdb_auth(False) is True
+    assert [line[3] for line in alert_lines(caplog)] == [
+        'ALERT accountdb_auth: AccountDB refuses the token (HTTP 401); check accountdb.token_file; events wait '
+        'in the outbox',
+        'ALERT accountdb_auth resolved after 0 s: AccountDB accepts the token again']
+
+
+def test_every_condition_has_a_constant():
+    assert sorted(alerts.CONDITIONS) == sorted({
+        'accountdb_auth', 'breaker_open', 'outbox_full', 'outbox_depth', 'dead_letters', 'whitelist_stale',
+        'pvesh_failing', 'node_health_critical'})

@@ -1,0 +1,69 @@
+"""Unit tests for pve_hooks.statedir: atomic JSON state files."""
+
+import json
+import logging
+import os
+import stat
+
+import pytest
+
+from pve_hooks import statedir as state
+
+
+def test_write_then_read_round_trip_with_private_mode(tmp_path):
+    path = str(tmp_path / 'sub' / 'thing.json')
+    state.write_json(path, {'a': 1, 'b': [1, 2], 'c': None})
+    assert state.read_json(path) == {'a': 1, 'b': [1, 2], 'c': None}
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(str(tmp_path / 'sub')).st_mode) == 0o700
+    assert os.listdir(str(tmp_path / 'sub')) == ['thing.json']  # no temporary file left
+
+
+def test_write_replaces_whole_file_and_honours_mode(tmp_path):
+    path = str(tmp_path / 'thing.json')
+    state.write_json(path, {'long': 'x' * 1000})
+    state.write_json(path, {'short': 1}, mode=0o644)
+    with open(path) as stream:
+        assert json.load(stream) == {'short': 1}
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
+
+
+def test_missing_file_reads_as_default(tmp_path):
+    assert state.read_json(str(tmp_path / 'none.json')) is None
+    assert state.read_json(str(tmp_path / 'none.json'), {'x': 1}) == {'x': 1}
+
+
+@pytest.mark.parametrize('content', [b'{not json', b'[1, 2]', b'\xff\xfe', b''])
+def test_corrupt_file_reads_as_default_with_one_warning(tmp_path, caplog, content):
+    path = tmp_path / 'bad.json'
+    path.write_bytes(content)
+    with caplog.at_level(logging.WARNING, logger='pve_hooks.statedir'):
+        assert state.read_json(str(path), {}) == {}
+    warnings = [r.getMessage() for r in caplog.records if r.name == 'pve_hooks.statedir']
+    assert len(warnings) == 1 and str(path) in warnings[0]
+    assert path.exists()  # left for inspection
+
+
+def test_leftover_temporary_file_of_same_pid_is_replaced(tmp_path):
+    path = str(tmp_path / 'thing.json')
+    with open('{0}.tmp.{1}'.format(path, os.getpid()), 'w') as stream:
+        stream.write('garbage')
+    state.write_json(path, {'ok': True})
+    assert state.read_json(path) == {'ok': True}
+    assert sorted(os.listdir(str(tmp_path))) == ['thing.json']
+
+
+def test_unserialisable_data_raises_and_keeps_old_content(tmp_path):
+    path = str(tmp_path / 'thing.json')
+    state.write_json(path, {'old': 1})
+    with pytest.raises(TypeError):
+        state.write_json(path, {'bad': object()})
+    assert state.read_json(path) == {'old': 1}
+    assert os.listdir(str(tmp_path)) == ['thing.json']
+
+
+def test_update_json_merges(tmp_path):
+    path = str(tmp_path / 'thing.json')
+    assert state.update_json(path, {'a': 1}) == {'a': 1}
+    assert state.update_json(path, {'b': 2}) == {'a': 1, 'b': 2}
+    assert state.read_json(path) == {'a': 1, 'b': 2}

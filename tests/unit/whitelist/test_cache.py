@@ -1,0 +1,214 @@
+"""The whitelist's pure parts: filter, bulk planning, the cache file. Refreshing over HTTP is in
+tests/integration/test_whitelist_http.py (against the reference AccountDB)."""
+
+import json
+import logging
+import os
+
+import pytest
+
+from pve_hooks.whitelist import cache as whitelist
+from pve_hooks.whitelist.vmidset import InputError, VmidSet
+from pve_hooks.whitelist.cache import Filter, WhitelistCache
+
+
+class Clock:
+    def __init__(self, now=1_700_000_000.0):
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+
+def write_cache(state_dir, **fields):
+    record = {'version': 1, 'vmids': [101, 102, 105], 'etag': '"wl-3"',
+              'last_modified': 'Tue, 14 Nov 2023 22:13:20 GMT', 'fetched_at': 1_700_000_000.0,
+              'last_attempt_at': 1_700_000_000.0, 'last_error': None, 'failing_since': None}
+    record.update(fields)
+    path = os.path.join(str(state_dir), whitelist.CACHE_FILE)
+    with open(path, 'w') as stream:
+        json.dump(record, stream)
+    return path
+
+
+# --- Filter ---------------------------------------------------------------
+
+def test_filter_with_a_list_allows_only_its_vmids():
+    only = Filter([101, 105])
+    assert only.active
+    assert only.allows(101) and only.allows(105)
+    assert not only.allows(102)
+    assert only.select([100, 101, 102, 105]) == [101, 105]
+
+
+@pytest.mark.parametrize('vmids', [None, []])
+def test_filter_without_a_list_or_with_an_empty_one_allows_all(vmids):
+    every = Filter(vmids)
+    assert not every.active
+    assert every.allows(100) and every.allows(999999999)
+    assert every.select([3, 1, 2]) == [3, 1, 2]
+
+
+# --- planning bulk changes -----------------------------------------------
+
+def test_plan_add_skips_what_is_present_and_remove_what_is_absent():
+    current = VmidSet.from_ints([100, 101, 102])
+    change = whitelist.plan(current, add=VmidSet([(101, 104)]))
+    assert change.add.format() == '103-104' and not change.remove
+    change = whitelist.plan(current, remove=VmidSet([(102, 200)]))
+    assert change.remove.format() == '102' and not change.add
+
+
+def test_plan_set_computes_both_directions():
+    current = VmidSet.from_ints([100, 101, 102, 300])
+    change = whitelist.plan(current, set_to=VmidSet([(101, 103)]))
+    assert change.add.format() == '103'
+    assert change.remove.format() == '100,300'
+    assert len(change) == 3
+
+
+def test_plan_refuses_a_vmid_both_added_and_removed():
+    with pytest.raises(InputError) as caught:
+        whitelist.plan(VmidSet(), add=VmidSet([(100, 110)]), remove=VmidSet([(105, 120)]))
+    assert '105-110 both added and removed' in caught.value.errors[0]
+
+
+def test_plan_with_nothing_to_do_is_false():
+    assert not whitelist.plan(VmidSet.from_ints([100]), add=VmidSet.from_ints([100]))
+
+
+def test_check_size_names_the_option():
+    change = whitelist.plan(VmidSet(), set_to=VmidSet([(100, 100 + 999)]))
+    whitelist.check_size(change, 1000)
+    with pytest.raises(InputError) as caught:
+        whitelist.check_size(change, 999)
+    assert 'touches 1000 VMIDs, more than whitelist.max_change (999)' in caught.value.errors[0]
+
+
+# --- the cache file -------------------------------------------------------
+
+def test_no_file_means_no_cache_and_everything_allowed(tmp_path):
+    cache = WhitelistCache(str(tmp_path), clock=Clock())
+    assert not cache.has_list
+    assert cache.allows(12345)
+    assert cache.age() is None
+    status = cache.status()
+    assert status['state'] == whitelist.NO_CACHE
+    assert status['filtering'] is False
+    assert status['fetched_at'] is None
+    assert cache.due()
+
+
+def test_using_the_filter_with_no_list_warns_once(tmp_path, caplog):
+    cache = WhitelistCache(str(tmp_path), clock=Clock())
+    with caplog.at_level(logging.WARNING, logger='pve_hooks.whitelist.cache'):
+        assert cache.allows(100) and cache.filter.allows(200)
+        assert cache.filter.select([300, 100]) == [300, 100]
+        (tmp_path / whitelist.CACHE_FILE).write_text(json.dumps({'vmids': None, 'last_error': 'x'}))
+        assert cache.reload_if_changed() and cache.allows(300)
+    assert [r.getMessage() for r in caplog.records] == [
+        whitelist.UNFILTERED_WARNING.format(cache.path)]
+    assert 'reporting ALL guests (nothing filtered)' in caplog.records[0].getMessage()
+
+
+def test_cached_file_is_loaded_without_fetching(tmp_path):
+    write_cache(tmp_path)
+    clock = Clock(1_700_000_100.0)
+    cache = WhitelistCache(str(tmp_path), clock=clock, refresh_interval=300, max_stale=1000)
+    assert cache.has_list
+    assert cache.vmids.format() == '101-102,105'
+    assert cache.allows(105) and not cache.allows(103)
+    assert cache.age() == 100.0
+    assert cache.etag == '"wl-3"'
+    assert not cache.due()
+    clock.now += 200
+    assert cache.due()
+    status = cache.status()
+    assert status['state'] == whitelist.OK
+    assert status['fetched_at'] == 1_700_000_000.0
+    assert status['count'] == 3
+
+
+def test_an_empty_cached_list_allows_all_but_is_a_list(tmp_path):
+    write_cache(tmp_path, vmids=[])
+    cache = WhitelistCache(str(tmp_path), clock=Clock())
+    assert cache.has_list and cache.allows(4242)
+    assert cache.status()['state'] == whitelist.OK
+    assert cache.status()['filtering'] is False
+
+
+def test_stale_and_failing_states(tmp_path):
+    write_cache(tmp_path, last_error='connection refused', failing_since=1_700_000_050.0)
+    clock = Clock(1_700_000_500.0)
+    cache = WhitelistCache(str(tmp_path), clock=clock, max_stale=1000)
+    assert cache.state() == whitelist.FAILING
+    clock.now += 1000
+    assert cache.is_stale()
+    assert cache.state() == whitelist.STALE
+    assert cache.allows(101) and not cache.allows(103)  # a stale list still filters
+
+
+@pytest.mark.parametrize('content, reason', [
+    (b'{"vmids": [101', 'Expecting'),
+    (b'\xff\xfe', 'codec'),
+    (b'[1, 2]', 'not a JSON object'),
+    (b'{"vmids": [101, "x"], "fetched_at": 1}', "'vmids' is not a list of integers"),
+    (b'{"vmids": [101, true], "fetched_at": 1}', "'vmids' is not a list of integers"),
+    (b'{"vmids": {"101": 1}, "fetched_at": 1}', "'vmids' is not a list of integers"),
+    (b'{"vmids": [101], "fetched_at": "yesterday"}', "'fetched_at' is not a number"),
+    (b'{"vmids": [101]}', "'vmids' without 'fetched_at'"),
+])
+def test_corrupt_file_is_quarantined_and_treated_as_no_cache(tmp_path, caplog, content, reason):
+    path = tmp_path / whitelist.CACHE_FILE
+    path.write_bytes(content)
+    with caplog.at_level(logging.WARNING, logger='pve_hooks.whitelist.cache'):
+        cache = WhitelistCache(str(tmp_path), clock=Clock())
+    assert not cache.has_list and cache.allows(7777)
+    assert not path.exists()
+    moved = [name for name in os.listdir(str(tmp_path)) if name.startswith('whitelist.json.corrupt-')]
+    assert moved == ['whitelist.json.corrupt-1700000000']
+    assert (tmp_path / moved[0]).read_bytes() == content
+    [record] = [r for r in caplog.records if 'whitelist cache is corrupt' in r.getMessage()]
+    assert record.levelno == logging.WARNING
+    assert 'whitelist cache is corrupt' in record.getMessage() and reason in record.getMessage()
+    assert moved[0] in record.getMessage()
+
+
+def test_a_second_corrupt_file_does_not_overwrite_the_first(tmp_path):
+    for _ in range(2):
+        (tmp_path / whitelist.CACHE_FILE).write_text('garbage')
+        WhitelistCache(str(tmp_path), clock=Clock())
+    assert sorted(os.listdir(str(tmp_path))) == ['whitelist.json.corrupt-1700000000',
+                                                 'whitelist.json.corrupt-1700000000.1']
+
+
+def test_save_is_atomic_and_round_trips(tmp_path):
+    write_cache(tmp_path)
+    cache = WhitelistCache(str(tmp_path / 'sub'), clock=Clock())
+    assert not cache.has_list
+    source = WhitelistCache(str(tmp_path), clock=Clock())
+    source.path = str(tmp_path / 'sub' / whitelist.CACHE_FILE)
+    source.save()
+    assert os.listdir(str(tmp_path / 'sub')) == [whitelist.CACHE_FILE]
+    assert cache.reload_if_changed()
+    assert cache.vmids.format() == '101-102,105'
+    assert not cache.reload_if_changed()
+
+
+def test_unwritable_state_dir_is_logged_not_raised(tmp_path, caplog):
+    blocker = tmp_path / 'not-a-dir'
+    blocker.write_text('')
+    cache = WhitelistCache(str(blocker), clock=Clock())
+    with caplog.at_level(logging.ERROR, logger='pve_hooks.whitelist.cache'):
+        cache._save_quietly()
+    assert 'cannot write the whitelist cache' in caplog.text
+
+
+def test_from_settings_uses_the_configured_values(tmp_path):
+    from pve_hooks.config import loader as config
+
+    settings = config.load(env={}, overrides=['paths.state_dir={0}'.format(tmp_path),
+                                              'whitelist.refresh_interval=60', 'whitelist.max_stale=600'])
+    cache = WhitelistCache.from_settings(settings)
+    assert cache.path == str(tmp_path / 'whitelist.json')
+    assert (cache.refresh_interval, cache.max_stale) == (60.0, 600.0)
