@@ -1,11 +1,24 @@
-"""Small JSON state files in ``paths.state_dir``, written atomically.
+"""The state directory (``paths.state_dir``): its file names, readers and the one atomic writer.
 
-A state file is replaced as a whole: the new content goes to a temporary file
-in the same directory, which is fsync'ed and renamed over the old one, then
-the directory is fsync'ed. A reader therefore sees the old or the new
-content, never a mix, even after a crash. A missing, unreadable or corrupt
-state file reads as the caller's default: state is a cache of what the
-daemon learnt, and losing it only costs a resend (never an event).
+Every file pve-hooks keeps in the state directory is named here and nowhere
+else; the module that owns a file asks :func:`path` for it::
+
+    DAEMON      daemon.json     the reconciler's status snapshot (observe.status)
+    LOCK        reconcile.lock  one reconciler per state directory (daemon.lock)
+    BREAKER     breaker.json    circuit breaker towards AccountDB (accountdb.breaker)
+    WHITELIST   whitelist.json  AccountDB's VMID whitelist, cached (whitelist.cache)
+    INVENTORY   inventory.json  hash of the last inventory AccountDB acknowledged (daemon.inventory_sync)
+    SNIPPET     snippet.json    where the hookscript copy went and its sha256 (proxmox.snippets)
+
+A state file is replaced as a whole by :func:`atomic_write`: the new content
+goes to a temporary file in the same directory, which is fsync'ed and
+renamed over the old one, then the directory is fsync'ed. A reader therefore
+sees the old or the new content, never a mix, even after a crash. A missing,
+unreadable or corrupt state file reads as the caller's default: state is a
+cache of what the daemon learnt, and losing it only costs a resend (never an
+event). :func:`atomic_write` is also the writer for the metrics text file
+and the hookscript's copy in the snippets storage; the hookscript's own
+spool writer (hook.spool) stays separate because of its start-up budget.
 """
 
 import json
@@ -14,18 +27,27 @@ import os
 
 log = logging.getLogger(__name__)
 
-
-def ensure_dir(path, mode=0o700):
-    """Create directory ``path`` (and parents) with ``mode`` if missing; return ``path``.
-
-    Raise OSError if it cannot be created.
-    """
-    os.makedirs(path, mode=mode, exist_ok=True)
-    return path
+DAEMON = 'daemon.json'
+LOCK = 'reconcile.lock'
+BREAKER = 'breaker.json'
+WHITELIST = 'whitelist.json'
+INVENTORY = 'inventory.json'
+SNIPPET = 'snippet.json'
 
 
-def read_json(path, default=None):
-    """Return the JSON object stored in ``path``, or ``default``.
+def path(settings, name):
+    """Given Settings and one of the names above, return its path in ``paths.state_dir``."""
+    return os.path.join(settings['paths.state_dir'], name)
+
+
+def ensure_dir(directory, mode=0o700):
+    """Create ``directory`` (and parents) with ``mode`` if missing; return it. Raise OSError."""
+    os.makedirs(directory, mode=mode, exist_ok=True)
+    return directory
+
+
+def read_json(file_path, default=None):
+    """Return the JSON object stored in ``file_path``, or ``default``.
 
     ``default`` is returned when the file is missing; when it is unreadable
     or not a JSON object, a warning naming the file is logged and ``default``
@@ -33,43 +55,51 @@ def read_json(path, default=None):
     replaced by the next write).
     """
     try:
-        with open(path, 'rb') as stream:
+        with open(file_path, 'rb') as stream:
             data = json.loads(stream.read().decode('utf-8'))
     except FileNotFoundError:
         return default
-    except (OSError, ValueError) as error:
+    except PermissionError:
+        log.warning('%s: permission denied; run as root (or see docs/health.md for NRPE/sudo)', file_path)
+        return default
+    except (OSError, ValueError, RecursionError) as error:
         log.warning('%s: state file unreadable (%s); starting from empty state, it will be rewritten',
-                    path, getattr(error, 'strerror', None) or error)
+                    file_path, getattr(error, 'strerror', None) or error)
         return default
     if not isinstance(data, dict):
         log.warning('%s: state file does not hold a JSON object; starting from empty state, '
-                    'it will be rewritten', path)
+                    'it will be rewritten', file_path)
         return default
     return data
 
 
-def write_json(path, data, mode=0o600):
-    """Atomically replace ``path`` with ``data`` serialised as JSON.
+def write_json(file_path, data, mode=0o600):
+    """Atomically replace ``file_path`` with ``data`` as JSON (see :func:`atomic_write`).
 
-    Write a temporary file next to it (created with O_EXCL and ``mode``),
-    fsync it, rename it over ``path`` and fsync the directory. Create the
-    directory (mode 0700) if it is missing. Raise OSError (the temporary
-    file is removed) or TypeError/ValueError for data that is not JSON.
+    Raise OSError, or TypeError/ValueError for data that is not JSON.
     """
-    directory = os.path.dirname(os.path.abspath(path))
-    ensure_dir(directory)
     payload = json.dumps(data, sort_keys=True, separators=(',', ':')).encode('utf-8') + b'\n'
-    tmp = '{0}.tmp.{1}'.format(path, os.getpid())
+    atomic_write(file_path, payload, mode)
+
+
+def atomic_write(file_path, data, mode=0o600):
+    """Atomically replace ``file_path`` with the bytes ``data``, leaving it with permissions ``mode``.
+
+    Write a temporary file next to it (created with O_EXCL, mode set with
+    fchmod so the process umask cannot narrow it), fsync it, rename it over
+    ``file_path`` and fsync the directory. Create the directory (mode 0700)
+    if it is missing. Raise OSError; the temporary file is then removed.
+    """
+    directory = os.path.dirname(os.path.abspath(file_path))
+    ensure_dir(directory)
+    tmp = '{0}.tmp.{1}'.format(file_path, os.getpid())
+    _unlink_quietly(tmp)  # a leftover of a crashed writer with the same pid
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     try:
-        os.unlink(tmp)  # a leftover of a crashed writer with the same pid
-    except FileNotFoundError:
-        pass
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
-    try:
-        view = memoryview(payload)
+        view = memoryview(data)
         while view:
-            written = os.write(fd, view)
-            view = view[written:]
+            view = view[os.write(fd, view):]
+        os.fchmod(fd, mode)
         os.fsync(fd)
     except BaseException:
         os.close(fd)
@@ -77,7 +107,7 @@ def write_json(path, data, mode=0o600):
         raise
     os.close(fd)
     try:
-        os.rename(tmp, path)
+        os.rename(tmp, file_path)
     except BaseException:
         _unlink_quietly(tmp)
         raise
@@ -88,19 +118,8 @@ def write_json(path, data, mode=0o600):
         os.close(dir_fd)
 
 
-def update_json(path, changes, default=None):
-    """Read ``path``, apply the dict ``changes`` on top, write it back; return the new dict.
-
-    For single-writer files only (the daemon's own state). Raise OSError.
-    """
-    data = dict(read_json(path, default or {}))
-    data.update(changes)
-    write_json(path, data)
-    return data
-
-
-def _unlink_quietly(path):
+def _unlink_quietly(file_path):
     try:
-        os.unlink(path)
+        os.unlink(file_path)
     except OSError:
         pass

@@ -62,8 +62,26 @@ def test_unserialisable_data_raises_and_keeps_old_content(tmp_path):
     assert os.listdir(str(tmp_path)) == ['thing.json']
 
 
-def test_update_json_merges(tmp_path):
-    path = str(tmp_path / 'thing.json')
-    assert state.update_json(path, {'a': 1}) == {'a': 1}
-    assert state.update_json(path, {'b': 2}) == {'a': 1, 'b': 2}
-    assert state.read_json(path) == {'a': 1, 'b': 2}
+def test_atomic_write_sets_the_mode_whatever_the_umask(tmp_path):
+    path = str(tmp_path / 'metrics.prom')
+    old = os.umask(0o077)
+    try:
+        state.atomic_write(path, b'x 1\n', 0o644)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
+    with open(path, 'rb') as stream:
+        assert stream.read() == b'x 1\n'
+
+
+def test_atomic_write_does_not_follow_a_planted_temporary_symlink(tmp_path):
+    target = tmp_path / 'elsewhere'
+    target.write_text('keep')
+    path = tmp_path / 'thing.json'
+    os.symlink(str(target), '{0}.tmp.{1}'.format(path, os.getpid()))
+    state.write_json(str(path), {'a': 1})
+    assert target.read_text() == 'keep' and state.read_json(str(path)) == {'a': 1}
+
+
+def test_path_names_a_file_in_the_state_directory():
+    assert state.path({'paths.state_dir': '/var/lib/pve-hooks'}, state.BREAKER) == '/var/lib/pve-hooks/breaker.json'
