@@ -3,14 +3,15 @@
 import click
 
 from pve_hooks.config import loader as config
-from pve_hooks.health import checks as health
+from pve_hooks.health import result as health
+from pve_hooks.health import runner
 
 
 @click.command('health')
 @click.option('--json', 'as_json', is_flag=True, help='Print JSON: {status, exit_code, checks: [...]}.')
 @click.option('--nagios', is_flag=True, help='Print one plugin line: status, reasons, then perfdata after |.')
-@click.option('--check', 'names', multiple=True, type=click.Choice(health.NAMES), metavar='NAME',
-              help='Run only this check (repeatable): ' + ', '.join(health.NAMES) + '.')
+@click.option('--check', 'names', multiple=True, type=click.Choice(runner.NAMES), metavar='NAME',
+              help='Run only this check (repeatable): ' + ', '.join(runner.NAMES) + '.')
 @click.option('--offline', is_flag=True, help='Skip the AccountDB check (no network).')
 @click.pass_obj
 def health_command(obj, as_json, nagios, names, offline):
@@ -28,7 +29,7 @@ def health_command(obj, as_json, nagios, names, offline):
         reason = 'invalid configuration: ' + '; '.join(error.errors)
         results = [health.CheckResult('config', health.UNKNOWN, reason)]
     else:
-        results = health.run_checks(settings, names or None, offline=offline)
+        results = runner.run_checks(settings, names or None, offline=offline)
     if as_json:
         click.echo(health.to_json(results))
     elif nagios:

@@ -131,25 +131,26 @@ class InventorySync:
     ``pvesh_run(settings, path)``: pvesh.run by default.
     ``clock``: epoch seconds. ``attach``: callable(settings, guests) for
     auto-attach, or None to import pve_hooks.proxmox.attach.attach_guests lazily.
-    ``on_pvesh_failure(consecutive, reason)``: called after each read (0 on success; alerts).
+    After each read ``pvesh_failures`` (failed reads in a row) and
+    ``pvesh_error`` say how Proxmox answered; the daemon publishes them.
     """
 
     def __init__(self, settings, connection, whitelist=None, pvesh_run=pvesh.run, clock=time.time,
-                 attach=None, on_pvesh_failure=None):
+                 attach=None):
         self.settings = settings
         self.connection = connection
         self.whitelist = whitelist
         self.pvesh_run = pvesh_run
         self.clock = clock
         self.attach = attach
-        self.on_pvesh_failure = on_pvesh_failure
         self.path = state_path(settings)
         self.state = state.read_json(self.path, {}) or {}
         self.dirty = True          # read Proxmox at the first pass after start
         self.dirty_reason = 'start-up'
         self.next_at = 0.0         # due at start
         self.pending = None        # (inventory, hash, read_at) not yet acknowledged
-        self.pvesh_failures = 0
+        self.pvesh_failures = 0    # failed reads in a row (published for the pvesh alert)
+        self.pvesh_error = ''      # why the last read failed ('' after a success)
         self.last_outcome = None
         self._repeats = RepeatSummariser(clock=clock)
 
@@ -261,23 +262,16 @@ class InventorySync:
                 log.error('cannot read the guests of node %s (%s); inventory not sent, AccountDB keeps the '
                           'previous one; next try in %s s%s', node, error,
                           int(self.settings['reconcile.interval']), repeat.suffix, extra={'NODE': node})
-            self._pvesh_outcome(str(error))
+            self.pvesh_error = str(error)
             return None
         failures = self._repeats.succeeded('pvesh')
         if failures:
             log.info('pvesh works again after %d failed read%s; reconciling the inventory', failures,
                      '' if failures == 1 else 's', extra={'NODE': node})
         self.pvesh_failures = 0
-        self._pvesh_outcome('')
+        self.pvesh_error = ''
         log.debug('read %d guests through pvesh (%s)', len(guests), reason, extra={'NODE': node})
         return guests
-
-    def _pvesh_outcome(self, reason):
-        if self.on_pvesh_failure is not None:
-            try:
-                self.on_pvesh_failure(self.pvesh_failures, reason)
-            except Exception:  # alerts must never stop reconciliation
-                log.exception('pvesh failure callback failed; continuing')
 
     def _allowed(self, vmid):
         if self.whitelist is None:

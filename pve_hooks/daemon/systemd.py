@@ -1,4 +1,4 @@
-"""systemd notifications (``Type=notify``): READY=1, WATCHDOG=1, STATUS=, STOPPING=1.
+"""systemd glue (``Type=notify``): READY=1, WATCHDOG=1, STATUS=, STOPPING=1, and the watchdog's pacing.
 
 Uses systemd-python's ``systemd.daemon.notify`` when it is installed and
 falls back to a raw datagram on ``$NOTIFY_SOCKET`` otherwise. Without
@@ -9,6 +9,7 @@ Notification failures are never fatal: they are logged once at debug level.
 import logging
 import os
 import socket
+import time
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,49 @@ class Notifier:
     def reloading(self):
         """Tell systemd a configuration reload started (RELOADING=1)."""
         return self.send('RELOADING=1')
+
+
+class Watchdog:
+    """Keeps systemd's watchdog fed while the daemon works.
+
+    :meth:`ping` is called between jobs and before and after every pvesh,
+    systemctl and AccountDB request, so the gap between two pings is at most
+    one bounded call (``proxmox.pvesh_timeout``, ``accountdb.timeout.*``)
+    plus a second: WatchdogSec must exceed the longest such timeout. Pings
+    are throttled (at most one a second, or half the interval) and start
+    only once :meth:`arm` was called (READY=1 sent: before it, systemd's
+    start timeout applies, not the watchdog).
+
+    ``notifier``: a :class:`Notifier`; ``monotonic``: a monotonic clock.
+    """
+
+    THROTTLE = 1.0   # least seconds between two pings made around calls
+
+    def __init__(self, notifier, monotonic=time.monotonic):
+        self.notifier = notifier
+        self.monotonic = monotonic
+        self.interval = notifier.watchdog_interval()
+        self.armed = False
+        self._last = float('-inf')
+
+    def arm(self):
+        """Start pinging (after READY=1). Return None."""
+        self.armed = True
+
+    def ping(self):
+        """Send WATCHDOG=1 if one is due. Return None."""
+        if not self.interval or not self.armed:
+            return
+        now = self.monotonic()
+        if now - self._last >= min(self.THROTTLE, self.interval * 0.5):
+            self.notifier.watchdog()
+            self._last = now
+
+    def next_in(self):
+        """Seconds until the next ping is needed (half the interval after the last), or None without a watchdog."""
+        if not self.interval:
+            return None
+        return max(0.0, self._last + self.interval * 0.5 - self.monotonic())
 
 
 def _one_line(text):

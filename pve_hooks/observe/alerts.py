@@ -47,8 +47,9 @@ DEAD_LETTERS = 'dead_letters'
 WHITELIST_STALE = 'whitelist_stale'
 PVESH_FAILING = 'pvesh_failing'
 NODE_HEALTH_CRITICAL = 'node_health_critical'
+ACCOUNTDB_CONFIGURATION = 'accountdb_configuration'   # 404/405/TLS failures: the endpoint or TLS is wrong
 CONDITIONS = (ACCOUNTDB_AUTH, BREAKER_OPEN, OUTBOX_FULL, OUTBOX_DEPTH, DEAD_LETTERS,
-              WHITELIST_STALE, PVESH_FAILING, NODE_HEALTH_CRITICAL)
+              WHITELIST_STALE, PVESH_FAILING, NODE_HEALTH_CRITICAL, ACCOUNTDB_CONFIGURATION)
 
 CRITICAL, WARNING = 'critical', 'warning'
 FIRING, RESOLVED = 'firing', 'resolved'
@@ -77,6 +78,7 @@ class Alerter:
         self.runner = runner
         self.session = session
         self._active = {}  # condition -> {'since', 'last_sent', 'severity', 'message', 'details'}
+        self._dropped_seen = None   # the outbox's dropped counter at the previous evaluation
         self._queue = None
         self._worker = None
         if background:
@@ -194,6 +196,11 @@ class Alerter:
                            {'dropped': dropped_since_last, 'depth': depth})
         return sent or full
 
+    def dropped_since_last(self, dropped_total):
+        """Given the outbox's running count of dropped events, return how many were dropped since the last call."""
+        seen, self._dropped_seen = self._dropped_seen, dropped_total
+        return 0 if seen is None else max(0, dropped_total - seen)
+
     def dead_letters(self, dead_count):
         """Given the number of events in dead/, raise DEAD_LETTERS while it is above 0."""
         return self.update(DEAD_LETTERS, dead_count > 0,
@@ -235,6 +242,12 @@ class Alerter:
                            'AccountDB refuses the token ({0}); check accountdb.token_file; events wait in '
                            'the outbox'.format(reason or 'HTTP 401/403') if failing
                            else 'AccountDB accepts the token again', {'reason': reason})
+
+    def accountdb_configuration(self, failing, reason=''):
+        """Raise ACCOUNTDB_CONFIGURATION while AccountDB's endpoint or TLS is misconfigured (404/405/TLS)."""
+        return self.update(ACCOUNTDB_CONFIGURATION, failing,
+                           'AccountDB endpoint or TLS misconfigured ({0}); events wait in the outbox'.format(reason)
+                           if failing else 'AccountDB configuration works again', {'reason': reason})
 
     # -- channels -------------------------------------------------------------------------------
 
@@ -328,3 +341,35 @@ def _safe_url(url):
     scheme, sep, rest = url.partition('://')
     host = rest.split('/', 1)[0].rsplit('@', 1)[-1]
     return scheme + sep + host
+
+
+def evaluate(alerter, snapshot):
+    """Raise or resolve every condition from the status snapshot (pve_hooks.observe.status).
+
+    ``alerter`` is an :class:`Alerter` (it keeps what was raised, so each
+    transition is sent once). Return the sorted list of active conditions.
+    Never raises: an error is logged and the previous alerts stay as they are.
+    """
+    try:
+        outbox, breaker, daemon = snapshot['outbox'], snapshot['breaker'], snapshot['daemon']
+        state = breaker.get('state') or 'closed'
+        alerter.breaker(state, None if state == 'closed' else breaker.get('changed_at') or snapshot['taken_at'])
+        dropped = outbox.get('dropped') or 0
+        alerter.outbox(outbox.get('depth') or 0, alerter.dropped_since_last(dropped))
+        alerter.dead_letters(outbox.get('dead') or 0)
+        kind, reason = daemon.get('connection_kind'), daemon.get('last_error') or ''
+        alerter.accountdb_auth(kind == 'auth', reason)
+        alerter.accountdb_configuration(kind == 'configuration', reason)
+        whitelist = snapshot.get('whitelist')
+        if whitelist is not None:
+            alerter.whitelist(whitelist.get('age'))
+        inventory = snapshot.get('inventory') or {}
+        alerter.pvesh(inventory.get('pvesh_failures') or 0, inventory.get('pvesh_error') or '')
+        health = snapshot.get('health')
+        if health is not None:
+            alerter.health(health.get('status'), '; '.join(
+                '{0}: {1}'.format(check.get('name'), check.get('reason')) for check in health.get('checks', ())
+                if check.get('status') == 'CRITICAL'))
+    except Exception as error:  # noqa: BLE001 - alerts never stop the daemon
+        log.error('alert evaluation failed (%s: %s); continuing', type(error).__name__, error)
+    return sorted(alerter.active())

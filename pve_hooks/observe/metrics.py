@@ -430,3 +430,46 @@ def stop(server):
     server.shutdown()
     server.server_close()
     server.thread.join(5)
+
+
+class Metrics:
+    """TEMPORARY adapter onto the hand-written Registry until the prometheus_client rewrite lands."""
+
+    def __init__(self, snapshot=None, node=None):
+        self.snapshot = snapshot
+        self.node = node
+        self.registry = Registry()
+
+    def count_delivery(self, result):
+        self.registry.inc(EVENTS_DELIVERED, result.accepted)
+        self.registry.inc(EVENTS_DUPLICATE, result.duplicate)
+        self.registry.inc(EVENTS_REJECTED, result.rejected)
+        self.registry.inc(EVENTS_FILTERED, result.filtered)
+        for latency in result.latencies:
+            self.registry.observe(DELIVERY_LATENCY, latency)
+
+    def on_request(self, method, endpoint, status_class, duration_s):
+        self.registry.inc(ACCOUNTDB_REQUESTS, endpoint=endpoint, status_class=status_class)
+
+    def count_pvesh(self, call, seconds, ok):
+        record_pvesh(self.registry, call, seconds, ok)
+
+    def _collect(self):
+        snap = self.snapshot() if self.snapshot else None
+        if snap:
+            collect_outbox(self.registry, snap['outbox'])
+            self.registry.set_state(BREAKER_STATE, snap['breaker']['state'], BREAKER_STATES)
+            for key, name in (('last_delivery_at', LAST_DELIVERY), ('last_inventory_sync_at', LAST_INVENTORY_SYNC),
+                              ('last_whitelist_refresh_at', LAST_WHITELIST_REFRESH)):
+                if snap.get(key) is not None:
+                    self.registry.set(name, snap[key])
+            if snap.get('health'):
+                collect_health(self.registry, snap['health']['checks'])
+
+    def render(self):
+        self._collect()
+        return self.registry.render()
+
+    def write_textfile(self, path):
+        self._collect()
+        return write_textfile(self.registry, path)

@@ -36,7 +36,7 @@ Times are epoch seconds (None: never), ages seconds.
 import os
 import time
 
-from pve_hooks import __version__, statedir
+from pve_hooks import UNIT, __version__, statedir
 from pve_hooks.accountdb import breaker as breaker_mod
 from pve_hooks.observe.logs import format_duration
 from pve_hooks.outbox.store import Outbox
@@ -47,7 +47,6 @@ BREAKER_KEYS = ('state', 'failures', 'opened_at', 'changed_at')
 INVENTORY_KEYS = ('guests', 'last_put_at', 'read_ok', 'read_at', 'outcome', 'pvesh_failures', 'pvesh_error')
 # What the daemon publishes (daemon.json) beyond the daemon section.
 LAST_KEYS = ('last_delivery_at', 'last_inventory_sync_at', 'last_heartbeat_sent_at', 'last_whitelist_refresh_at')
-
 
 def build(settings, now, daemon, outbox, breaker, inventory=None, whitelist=None, running=None):
     """Return the snapshot (see the module docstring) from its inputs.
@@ -92,7 +91,6 @@ def build(settings, now, daemon, outbox, breaker, inventory=None, whitelist=None
         'alerts': list(daemon.get('alerts') or ()),
     }
 
-
 def read(settings, clock=time.time):
     """Return the snapshot from the files on disk (for ``status`` and ``health``), writing nothing.
 
@@ -105,7 +103,6 @@ def read(settings, clock=time.time):
     breaker = breaker_mod.from_settings(settings, clock=clock).snapshot()
     whitelist = WhitelistCache.from_settings(settings, clock=clock).status(now)
     return build(settings, now, daemon, outbox, breaker, inventory, whitelist)
-
 
 class Board:
     """The running daemon's status: jobs publish into it, readers take :meth:`snapshot`.
@@ -137,6 +134,10 @@ class Board:
         """Record figures a job reports (any of the snapshot's daemon-level keys). Return None."""
         self.published.update(figures)
         self.version += 1
+
+    def remember(self, **figures):
+        """Record figures derived from a snapshot (the active alerts) without counting as news. Return None."""
+        self.published.update(figures)
 
     def count(self, key, amount):
         """Add ``amount`` to the running total ``key`` (e.g. filtered_total). Return None."""
@@ -178,7 +179,6 @@ class Board:
         return build(self.settings, now, figures, self.refresh_outbox(), self.breaker.snapshot(),
                      whitelist=whitelist, running=running)
 
-
 def pid_alive(pid):
     """True when a process ``pid`` exists (or cannot be checked for lack of permission)."""
     try:
@@ -189,13 +189,11 @@ def pid_alive(pid):
         return True
     return True
 
-
 def rfc3339(epoch):
     """Return ``epoch`` as RFC 3339 UTC with microseconds (``...T10:35:26.123456Z``), None for None."""
     if epoch is None:
         return None
     return time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(epoch)) + '.{0:06d}Z'.format(int((epoch % 1) * 1e6))
-
 
 def heartbeat_body(snapshot):
     """Return the heartbeat document (docs/accountdb-api.md, Heartbeat) rendered from ``snapshot``."""
@@ -216,10 +214,8 @@ def heartbeat_body(snapshot):
         body['health'] = snapshot['health']
     return body
 
-
 def _plural(count, noun):
     return '{0} {1}{2}'.format(count, noun, '' if count == 1 else 's')
-
 
 def one_line(snapshot, connection_summary=None):
     """Return systemd's STATUS= line: outbox, AccountDB, breaker, last inventory.
@@ -239,15 +235,10 @@ def one_line(snapshot, connection_summary=None):
                       'inventory synced {0} ago'.format(format_duration(snapshot['taken_at'] - synced))
                       if synced else 'inventory not synced yet'])
 
-
 def _ago(epoch, now):
     if epoch is None:
         return 'never'
     return '{0} ago'.format(format_duration(max(0.0, now - epoch)))
-
-
-UNIT = 'pve-hooks-reconciler'
-
 
 def lines(snapshot):
     """Return the human-readable lines of ``pve-hooks status`` for ``snapshot``."""

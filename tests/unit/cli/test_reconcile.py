@@ -7,7 +7,7 @@ import os
 import pytest
 from click.testing import CliRunner
 
-from pve_hooks.daemon import loop as daemon
+from pve_hooks.daemon import lock
 from pve_hooks import statedir as state
 from pve_hooks.cli import main
 from pve_hooks.outbox.store import Outbox
@@ -38,7 +38,7 @@ def test_status_of_a_fresh_node(sets):
     result = _run(sets + ['status'])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[0] == 'reconciler:      not running (start it: systemctl start pve-hooks)'
+    assert lines[0] == 'reconciler:      not running (start it: systemctl start pve-hooks-reconciler)'
     assert 'outbox:          0 events waiting' in lines
     assert 'breaker:         closed' in lines
     assert 'last delivery:   never' in lines
@@ -82,7 +82,7 @@ def test_reconcile_once_without_url_is_one_clear_error(sets):
 
 
 def test_second_reconciler_is_refused(sets, tmp_path):
-    fd = daemon.acquire_lock(str(tmp_path / 'state'))
+    fd = lock.acquire(str(tmp_path / 'state'))
     try:
         result = _run(sets + ['--set', 'accountdb.url=http://127.0.0.1:9', 'reconcile', '--once'])
     finally:

@@ -32,7 +32,6 @@ class Site:
         self.connection = Connection(self.settings, self.client, breaker.from_settings(self.settings, self.clock),
                                      clock=self.clock, rand=lambda: 0.5)
         self.pvesh_calls = []
-        self.failures = []
         self.sync = self.new_sync(whitelist=whitelist, attach=attach)
 
     def new_sync(self, whitelist=None, attach=None):
@@ -41,8 +40,7 @@ class Site:
             return pvesh.run(settings, path, **kwargs)
 
         return reconcile.InventorySync(self.settings, self.connection, whitelist=whitelist, pvesh_run=counting,
-                                       clock=self.clock, attach=attach,
-                                       on_pvesh_failure=lambda n, reason: self.failures.append(n))
+                                       clock=self.clock, attach=attach)
 
     def stored_body(self):
         """The inventory AccountDB holds for pve1, read from its database."""
@@ -121,20 +119,22 @@ def test_a_failed_pvesh_read_never_sends_and_never_wipes(site, fault, caplog):
     site.node.fake.set_fault(fault, paths=['/nodes/pve1/lxc'])
     site.node.destroy_guest(101)   # .vmlist changes: a read is attempted
     site.clock.now += 60
+    assert site.sync.pvesh_failures == 0 and site.sync.pvesh_error == ''
     with caplog.at_level(logging.ERROR, logger='pve_hooks.daemon.inventory_sync'):
         assert site.sync.run() == reconcile.READ_FAILED
+        assert site.sync.pvesh_failures == 1 and site.sync.pvesh_error
         site.clock.now += 60
         assert site.sync.run() == reconcile.READ_FAILED
     assert site.guests() == [100, 101] and site.puts() == 1   # AccountDB keeps the previous inventory
     errors_logged = [r.getMessage() for r in caplog.records
                      if r.name == 'pve_hooks.daemon.inventory_sync' and r.levelno >= logging.ERROR]
     assert len(errors_logged) == 1 and 'inventory not sent' in errors_logged[0]   # once, not per attempt
-    assert site.failures == [0, 1, 2]
+    assert site.sync.pvesh_failures == 2
     site.node.fake.set_fault(None)
     site.settings['proxmox.pvesh_timeout'] = 10
     site.clock.now += 60
     assert site.sync.run() == reconcile.SENT
-    assert site.guests() == [100] and site.failures[-1] == 0
+    assert site.guests() == [100] and site.sync.pvesh_failures == 0 and site.sync.pvesh_error == ''
 
 
 def test_empty_listing_is_refused_while_vmlist_lists_guests_here(site, dev_accountdb):

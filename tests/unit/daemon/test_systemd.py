@@ -5,28 +5,8 @@ import socket
 
 import pytest
 
-from pve_hooks.daemon.systemd import Notifier
-
-
-@pytest.fixture
-def listener(tmp_path):
-    path = str(tmp_path / 'notify.sock')
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(path)
-    sock.settimeout(5)
-    yield path, sock
-    sock.close()
-
-
-def _messages(sock):
-    received = []
-    sock.settimeout(0.2)
-    try:
-        while True:
-            received.append(sock.recv(4096).decode())
-    except socket.timeout:
-        pass
-    return received
+from pve_hooks.daemon.systemd import Notifier, Watchdog
+from tests.support.notify import listener, received as _messages  # noqa: F401 (fixture)
 
 
 def test_without_notify_socket_everything_is_a_no_op():
@@ -86,3 +66,25 @@ def test_vanished_socket_is_not_fatal(tmp_path):
 ])
 def test_watchdog_interval_is_half_of_watchdog_usec(env, expected):
     assert Notifier(env=env).watchdog_interval() == expected
+
+
+def test_without_a_watchdog_nothing_is_sent_and_no_wakeup_is_asked(listener):
+    path, sock = listener
+    watchdog = Watchdog(Notifier(env={'NOTIFY_SOCKET': path}, use_systemd=False))
+    watchdog.arm()
+    watchdog.ping()
+    assert _messages(sock) == [] and watchdog.next_in() is None
+
+
+def test_watchdog_asks_to_wake_at_half_its_interval_after_the_last_ping(listener):
+    path, sock = listener
+    now = [100.0]
+    watchdog = Watchdog(Notifier(env={'NOTIFY_SOCKET': path, 'WATCHDOG_USEC': '10000000'}, use_systemd=False),
+                        monotonic=lambda: now[0])
+    watchdog.ping()
+    assert _messages(sock) == []   # not armed: before READY=1
+    watchdog.arm()
+    watchdog.ping()
+    now[0] += 0.5
+    watchdog.ping()   # throttled
+    assert _messages(sock) == ['WATCHDOG=1'] and watchdog.next_in() == pytest.approx(2.0)

@@ -136,4 +136,49 @@ def test_accountdb_auth(alerter, caplog):
 def test_every_condition_has_a_constant():
     assert sorted(alerts.CONDITIONS) == sorted({
         'accountdb_auth', 'breaker_open', 'outbox_full', 'outbox_depth', 'dead_letters', 'whitelist_stale',
-        'pvesh_failing', 'node_health_critical'})
+        'pvesh_failing', 'node_health_critical', 'accountdb_configuration'})
+
+
+def _snapshot(clock, **changes):
+    """A status snapshot of a healthy node at ``clock.now``, with ``changes`` applied (section -> dict)."""
+    from pve_hooks.observe import status
+
+    settings = {'node': 'pve1'}
+    outbox = {'depth': 0, 'oldest_age': None, 'dead': 0, 'quarantine': 0, 'dropped': 0}
+    breaker = {'state': 'closed', 'failures': 0, 'opened_at': None, 'changed_at': None}
+    snapshot = status.build(settings, clock.now, {'pid': 1, 'health': {'status': 'OK', 'checks': []}}, outbox,
+                            breaker, running=True, whitelist={'age': 10.0, 'state': 'ok'})
+    for section, values in changes.items():
+        if isinstance(snapshot.get(section), dict):
+            snapshot[section].update(values)
+        else:
+            snapshot[section] = values
+    return snapshot
+
+
+def test_evaluate_raises_every_condition_from_one_snapshot_and_resolves_them(alerter, clock, caplog):
+    caplog.set_level(logging.INFO, logger='pve_hooks.observe.alerts')
+    assert alerts.evaluate(alerter, _snapshot(clock)) == []
+    alerter.dropped_since_last(0)
+    bad = _snapshot(clock, outbox={'depth': 150, 'dead': 2, 'dropped': 4},
+                    breaker={'state': 'open', 'changed_at': clock.now - 400, 'opened_at': clock.now - 400},
+                    daemon={'connection_kind': 'auth', 'last_error': 'HTTP 401'},
+                    whitelist={'age': 90000.0, 'state': 'stale'},
+                    inventory={'pvesh_failures': 3, 'pvesh_error': 'pvesh timed out'},
+                    health={'status': 'CRITICAL', 'checks': [{'name': 'services', 'status': 'CRITICAL',
+                                                               'reason': 'not active: pveproxy'}]})
+    assert alerts.evaluate(alerter, bad) == sorted([
+        'accountdb_auth', 'breaker_open', 'dead_letters', 'node_health_critical', 'outbox_depth', 'outbox_full',
+        'pvesh_failing', 'whitelist_stale'])
+    messages = [line[3] for line in alert_lines(caplog)]
+    assert any('services: not active: pveproxy' in message for message in messages)
+    assert any('4 events dropped' in message for message in messages)
+    config_error = _snapshot(clock, daemon={'connection_kind': 'configuration', 'last_error': 'HTTP 404'})
+    assert alerts.evaluate(alerter, config_error) == ['accountdb_configuration']   # the rest resolved
+    assert alerts.evaluate(alerter, _snapshot(clock)) == []
+
+
+def test_evaluate_survives_a_malformed_snapshot(alerter, clock, caplog):
+    alerter.raise_('dead_letters', alerts.CRITICAL, 'x')
+    assert alerts.evaluate(alerter, {'outbox': None}) == ['dead_letters']   # kept as it was
+    assert 'alert evaluation failed' in caplog.text

@@ -1,14 +1,25 @@
-"""health: each check's levels from canned pvesh/systemctl answers and real state files."""
+"""health: each check's levels from canned pvesh/systemctl answers and real state files.
+
+The checks live in health/node.py (the node) and health/own.py (pve-hooks
+itself, from the status snapshot); they are run here the way everyone runs
+them, through health/runner.py, and judged with health/result.py.
+"""
 
 import json
 import os
 import subprocess
+import types
 
 import pytest
 
-from pve_hooks.config import loader as config
 from pve_hooks.accountdb import errors
-from pve_hooks.health import checks as health
+from pve_hooks.config import loader as config
+from pve_hooks.health import result, runner
+from pve_hooks.observe import status
+
+# One namespace for the names the tests use from result.py and runner.py.
+health = types.SimpleNamespace(**{name: getattr(module, name) for module in (result, runner)
+                                  for name in dir(module) if not name.startswith('_')})
 
 NOW = 1_800_000_000.0
 GiB = 1024 ** 3
@@ -45,14 +56,11 @@ class Runner:
         return subprocess.CompletedProcess(argv, 0, json.dumps(answer).encode(), b'')
 
 
-class FakeOutbox:
-    def __init__(self, stats):
-        self._stats = stats
-
-    def stats(self):
-        if isinstance(self._stats, Exception):
-            raise self._stats
-        return dict({'depth': 0, 'oldest_age': None, 'dead': 0, 'quarantine': 0, 'dropped': 0}, **self._stats)
+def snapshot_with_outbox(settings, stats):
+    """A status snapshot whose outbox figures are ``stats`` (over an empty outbox's)."""
+    outbox = dict({'depth': 0, 'oldest_age': None, 'dead': 0, 'quarantine': 0, 'dropped': 0}, **stats)
+    closed = {'state': 'closed', 'failures': 0, 'opened_at': None, 'changed_at': None}
+    return status.build(settings, NOW, {}, outbox, closed)
 
 
 @pytest.fixture
@@ -66,12 +74,11 @@ def settings(tmp_path):
 def check(settings, name, runner=None, outbox=None, client=None, **overrides):
     if overrides:
         settings = config.Settings(dict(settings, **overrides), settings.sources)
-    [result] = health.run_checks(settings, [name], clock=lambda: NOW, runner=runner or Runner(),
-                                 monotonic=iter(range(0, 1000)).__next__,
-                                 outbox_factory=lambda s: FakeOutbox(outbox if outbox is not None else {}),
-                                 client_factory=client)
-    assert result.name == name and '\n' not in result.reason
-    return result
+    snapshot = snapshot_with_outbox(settings, outbox) if outbox is not None else None
+    [found] = health.run_checks(settings, [name], clock=lambda: NOW, runner=runner or Runner(),
+                                monotonic=iter(range(0, 1000)).__next__, client_factory=client, snapshot=snapshot)
+    assert found.name == name and '\n' not in found.reason
+    return found
 
 
 def write_state(settings, name, data):
@@ -209,10 +216,10 @@ def test_reconciler(settings):
     assert check(settings, 'reconciler').status == health.CRITICAL
     write_state(settings, 'daemon.json', {'heartbeat_at': NOW + 5})  # clock skew: not negative
     assert check(settings, 'reconciler').values['age_seconds'] == 0
-    write_state(settings, 'daemon.json', '{broken')
-    assert check(settings, 'reconciler').status == health.UNKNOWN
+    write_state(settings, 'daemon.json', '{broken')   # read as no state: no heartbeat
+    assert check(settings, 'reconciler').status == health.CRITICAL
     write_state(settings, 'daemon.json', {'heartbeat_at': 'yesterday'})
-    assert check(settings, 'reconciler').status == health.UNKNOWN
+    assert check(settings, 'reconciler').status == health.CRITICAL
 
 
 # -- outbox -----------------------------------------------------------------------------------------
@@ -227,11 +234,18 @@ def test_reconciler(settings):
     ({'dropped': 5}, health.WARNING, '5 dropped'),
     ({'depth': 10000}, health.WARNING, 'alerts.outbox_depth'),
     ({'dead': 1, 'oldest_age': 4000.0}, health.CRITICAL, '1 dead'),
-    (PermissionError(13, 'Permission denied'), health.UNKNOWN, 'cannot read the outbox'),
 ])
 def test_outbox(settings, stats, status, word):
-    result = check(settings, 'outbox', outbox=stats)
-    assert result.status == status and word in result.reason
+    found = check(settings, 'outbox', outbox=stats)
+    assert found.status == status and word in found.reason
+
+
+def test_an_unreadable_outbox_is_unknown(settings):
+    os.makedirs(os.path.dirname(settings['paths.spool_dir']), exist_ok=True)
+    with open(settings['paths.spool_dir'], 'w'):
+        pass   # a file where the spool directory should be
+    found = check(settings, 'outbox')
+    assert found.status == health.UNKNOWN and 'cannot read the outbox' in found.reason
 
 
 def test_outbox_default_reads_the_real_spool(settings):
@@ -242,16 +256,17 @@ def test_outbox_default_reads_the_real_spool(settings):
 # -- breaker ----------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize('record, status, word', [
-    (None, health.OK, 'closed (no breaker state yet)'),
+    (None, health.OK, 'closed'),
     ({'state': 'closed', 'failures': 0, 'opened_at': None, 'changed_at': None}, health.OK, 'closed'),
     ({'state': 'open', 'failures': 5, 'opened_at': NOW - 10, 'changed_at': NOW - 10}, health.WARNING,
      'open for 10s after 5 transient failures'),
     ({'state': 'open', 'failures': 6, 'opened_at': NOW - 60, 'changed_at': NOW - 60}, health.WARNING,
      'half-open after 6'),
     ({'state': 'half_open', 'failures': 5, 'opened_at': NOW - 99, 'changed_at': NOW}, health.WARNING, 'half-open'),
-    ({'state': 'open', 'failures': 5}, health.UNKNOWN, 'unexpected content'),
-    ({'state': 'ajar'}, health.UNKNOWN, 'unexpected content'),
-    ('{not json', health.UNKNOWN, 'not valid JSON'),
+    # What the breaker itself makes of a file it cannot use: closed (it rewrites it at the next transition).
+    ({'state': 'open', 'failures': 5}, health.OK, 'closed'),
+    ({'state': 'ajar'}, health.OK, 'closed'),
+    ('{not json', health.OK, 'closed'),
 ])
 def test_breaker(settings, record, status, word):
     if record is not None:
@@ -286,8 +301,8 @@ def test_whitelist(settings):
     assert stale.status == health.CRITICAL and 'whitelist.max_stale' in stale.reason
     write_state(settings, 'whitelist.json', {'fetched_at': None, 'vmids': None})
     assert check(settings, 'whitelist').status == health.OK
-    write_state(settings, 'whitelist.json', '[]')
-    assert check(settings, 'whitelist').status == health.UNKNOWN
+    write_state(settings, 'whitelist.json', '[]')   # the cache reads a corrupt file as no list
+    assert check(settings, 'whitelist').status == health.OK
 
 
 # -- hookscripts ------------------------------------------------------------------------------------
@@ -338,7 +353,7 @@ def test_accountdb(settings):
 def test_offline_leaves_out_accountdb(settings):
     calls = []
     results = health.run_checks(settings, offline=True, runner=Runner(), client_factory=calls.append,
-                                outbox_factory=lambda s: FakeOutbox({}))
+                                snapshot=snapshot_with_outbox(settings, {}))
     assert [r.name for r in results] == [n for n in health.NAMES if n != 'accountdb'] and calls == []
 
 
@@ -400,7 +415,7 @@ def test_unknown_check_name_lists_valid_ones(settings):
 def test_unexpected_error_in_a_check_becomes_unknown(settings):
     def broken(settings):
         raise RuntimeError('boom')
-    [res] = health.run_checks(settings, ['outbox'], outbox_factory=broken)
+    [res] = health.run_checks(settings, ['accountdb'], client_factory=broken)
     assert res.status == health.UNKNOWN and res.reason == 'check failed: RuntimeError: boom'
 
 
@@ -441,7 +456,7 @@ def test_runner_runs_pvesh_checks_at_their_interval_and_reports_transitions(sett
 
 
 def test_runner_is_offline_and_skips_its_own_heartbeat_by_default(settings):
-    hr = health.HealthRunner(settings, runner=Runner(), outbox_factory=lambda s: FakeOutbox({}),
+    hr = health.HealthRunner(settings, runner=Runner(),
                              client_factory=lambda s: pytest.fail('AccountDB contacted'))
     results, _ = hr.run(NOW)
     assert [r.name for r in results] == [n for n in health.NAMES if n not in ('accountdb', 'reconciler')]
