@@ -40,6 +40,7 @@ def test_installed_package_provides_the_real_command():
     command, = dev_accountdb.COMMANDS
     assert command is not dev_accountdb.not_installed
     assert isinstance(command, click.Group) and command.name == 'dev-accountdb'
+    assert command.callback.__module__ == 'pve_hooks_devserver.command'
     assert 'dump' in command.commands
 
 
