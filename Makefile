@@ -19,7 +19,7 @@ help:
 	@echo "make docs   - regenerate docs/configuration.md from the schema"
 	@echo "make soak   - full-size fault-injection suite"
 	@echo "make bench  - benchmarks (figures go in docs/performance.md)"
-	@echo "make deb    - build the Debian package into dist/ (docs/packaging.md)"
+	@echo "make deb    - build the Debian packages into dist/ (docs/packaging.md)"
 	@echo "make deb-check - build, lintian, install, test the installed package, purge (CI)"
 
 apt-deps:
@@ -73,8 +73,9 @@ soak: venv
 bench: venv
 	@for b in benchmarks/*.py; do echo "== $$b"; $(VENV)/bin/python $$b || exit 1; done
 
-# The Debian package, built from a copy of the tree with Debian's python3
-# (packaging/build-deb.sh); deb-check is the packaging check CI runs.
+# The Debian packages (pve-hooks, pve-hooks-dev-accountdb), built from a copy
+# of the tree with Debian's python3 (packaging/build-deb.sh); deb-check is the
+# packaging check CI runs.
 deb:
 	packaging/build-deb.sh
 

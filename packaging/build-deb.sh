@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Build the pve-hooks .deb from a copy of the tree (files git tracks plus
-# untracked, non-ignored ones: a .venv, build output or caches never leak in)
-# and copy it into dist/. Installs the build dependencies with apt if missing.
+# Build the .debs of the pve-hooks source (pve-hooks, the production package,
+# and pve-hooks-dev-accountdb, the reference AccountDB for test and demo
+# machines) from a copy of the tree (files git tracks plus untracked,
+# non-ignored ones: a .venv, build output or caches never leak in) and copy
+# them into dist/. Installs the build dependencies with apt if missing.
 # Usage: packaging/build-deb.sh   (run as root on Debian 12, from anywhere)
 set -euo pipefail
 
@@ -10,8 +12,9 @@ top=$PWD
 # Debian's tools and Debian's python3: no pyenv or venv shim first on PATH.
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 unset VIRTUAL_ENV PYTHONPATH PYTHONHOME
-BUILD_DEPS="debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools python3-click
- python3-yaml python3-requests python3-urllib3 python3-systemd dpkg-dev fakeroot man-db"
+# build-essential: dpkg-checkbuilddeps requires it even for Architecture: all.
+BUILD_DEPS="build-essential debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools
+ python3-click python3-yaml python3-requests python3-urllib3 python3-systemd dpkg-dev fakeroot man-db"
 
 step() { printf '\n== %s\n' "$*"; }
 
@@ -40,6 +43,9 @@ step "dpkg-buildpackage -us -uc -b"
 	echo "build failed; full log: $work/build.log" >&2
 	exit 1
 }
-rm -f "$top"/dist/pve-hooks_*.deb
-cp "$work"/pve-hooks_*.deb "$top/dist/"
-ls -l "$top"/dist/pve-hooks_*.deb
+packages="pve-hooks pve-hooks-dev-accountdb"
+for package in $packages; do
+	rm -f "$top/dist/${package}"_*.deb
+	cp "$work/${package}"_*.deb "$top/dist/"
+	ls -l "$top/dist/${package}"_*.deb
+done

@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
 # The packaging check CI runs (`make deb-check`), as root on a Debian 12 machine:
-#  1. build the .deb from a copy of the tree (packaging/build-deb.sh);
-#  2. lintian: no errors and no warnings;
-#  3. install it with apt, then check files, modes, the conffile, the tmpfiles
+#  1. build both .debs from a copy of the tree (packaging/build-deb.sh):
+#     pve-hooks, and pve-hooks-dev-accountdb (the reference AccountDB);
+#  2. lintian on both: no errors and no warnings;
+#  3. install pve-hooks alone with apt: it holds no pve_hooks_devserver and
+#     `pve-hooks dev-accountdb` says in one line which package to install;
+#     then check files, modes, the conffile, the tmpfiles
 #     directories, the hookscript copy in the snippets storage, the unit
 #     (systemd-analyze verify, failing on any warning) and record its
 #     `systemd-analyze security --offline=yes` exposure;
 #  4. run the installed CLI under MemoryDenyWriteExecute (prctl PR_SET_MDWE);
-#  5. reinstall (the upgrade path of the maintainer scripts);
-#  6. run tests/unit and tests/integration against the INSTALLED package with
+#  5. reinstall (the upgrade path of the maintainer scripts), then install
+#     pve-hooks-dev-accountdb, which the tests use;
+#  6. run tests/unit and tests/integration against the INSTALLED packages with
 #     /usr/bin/python3 and Debian's python3 libraries;
-#  7. purge, and check what remains (the spool only while it holds events).
+#  7. purge both, and check what remains (the spool only while it holds events).
 # Whatever pve-hooks state existed on the machine before is moved aside and
 # put back at the end. Logs: .scratch/deb-check/.
 set -euo pipefail
@@ -26,6 +30,9 @@ spool=/var/spool/pve-hooks
 state=/var/lib/pve-hooks
 snippets=/var/lib/vz/snippets
 hookscript=/usr/share/pve-hooks/hookscripts/accountdb-hook
+dist_packages=/usr/lib/python3/dist-packages
+# The binary packages of the source (debian/control).
+packages="pve-hooks pve-hooks-dev-accountdb"
 started=$(date +%s)
 
 step() { printf '\n== %s\n' "$*"; }
@@ -37,6 +44,7 @@ expect_mode() { # path "mode owner:group"
 	echo "ok  $1 $2"
 }
 apt_install() { apt-get install -y -q -o DPkg::Lock::Timeout=300 --no-install-recommends "$@"; }
+installed_packages() { for package in $packages; do dpkg -s "$package" >/dev/null 2>&1 && echo "$package"; done; true; }
 
 [ "$(id -u)" = 0 ] || fail "run as root (it installs and purges the package)"
 rm -rf "$work"
@@ -46,8 +54,9 @@ mkdir -p "$work/saved"
 created_vz=""
 restore() {
 	status=$?
-	if dpkg -s pve-hooks >/dev/null 2>&1; then
-		apt-get purge -y -q pve-hooks >>"$work/cleanup.log" 2>&1 || true
+	leftover=$(installed_packages)
+	if [ -n "$leftover" ]; then
+		apt-get purge -y -q $leftover >>"$work/cleanup.log" 2>&1 || true
 	fi
 	for path in /etc/pve-hooks "$state" "$spool" "$snippets/accountdb-hook"; do
 		name=$(echo "$path" | tr / _)
@@ -61,9 +70,10 @@ restore() {
 	exit $status
 }
 trap restore EXIT
-if dpkg -s pve-hooks >/dev/null 2>&1; then
-	echo "purging the pve-hooks package already installed"
-	apt-get purge -y -q pve-hooks >"$work/preclean.log" 2>&1
+leftover=$(installed_packages)
+if [ -n "$leftover" ]; then
+	echo "purging the packages already installed:" $leftover
+	apt-get purge -y -q $leftover >"$work/preclean.log" 2>&1
 fi
 for path in /etc/pve-hooks "$state" "$spool" "$snippets/accountdb-hook"; do
 	if [ -e "$path" ]; then
@@ -94,17 +104,23 @@ fi
 step "1. build"
 packaging/build-deb.sh
 deb=$(ls "$top"/dist/pve-hooks_*_all.deb)
+devdeb=$(ls "$top"/dist/pve-hooks-dev-accountdb_*_all.deb)
 dpkg-deb -c "$deb" | grep -q "\./usr/share/pve-hooks/hookscripts/accountdb-hook$" \
 	|| fail "the hookscript is not in the package (hookscripts/accountdb-hook missing from the tree?)"
+# A production node carries no server it does not run.
+! dpkg-deb -c "$deb" | grep pve_hooks_devserver || fail "$(basename "$deb") ships pve_hooks_devserver (above)"
+dpkg-deb -c "$devdeb" | grep "\.$dist_packages/pve_hooks_devserver/command\.py$" >/dev/null \
+	|| fail "$(basename "$devdeb") lacks pve_hooks_devserver/command.py"
+echo "ok  pve_hooks_devserver only in $(basename "$devdeb")"
 
-step "2. lintian (no errors, no warnings)"
-if ! lintian --fail-on error,warning --tag-display-limit 0 "$deb" 2>/dev/null | tee "$work/lintian.txt"; then
-	fail "lintian reported errors or warnings (above); fix them or override with a justification in debian/pve-hooks.lintian-overrides"
+step "2. lintian on both packages (no errors, no warnings)"
+if ! lintian --fail-on error,warning --tag-display-limit 0 "$deb" "$devdeb" 2>/dev/null | tee "$work/lintian.txt"; then
+	fail "lintian reported errors or warnings (above); fix them or override with a justification in debian/<package>.lintian-overrides"
 fi
 grep -qE '^[EW]: ' "$work/lintian.txt" && fail "lintian reported errors or warnings (above)"
 echo "lintian: clean"
 
-step "3. install with apt"
+step "3. install pve-hooks (alone, as on a production node) with apt"
 missing=""
 for pkg in python3-click python3-yaml python3-requests python3-urllib3 python3-systemd systemd; do
 	dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"
@@ -136,6 +152,15 @@ pve-hooks --config /etc/pve-hooks/config.yaml config check
 man -w pve-hooks >/dev/null || fail "man pve-hooks finds no page"
 man pve-hooks 2>/dev/null | grep -q 'pve-hooks attach' || fail "the man page lacks the attach command"
 echo "ok  man pve-hooks"
+! dpkg -L pve-hooks | grep pve_hooks_devserver || fail "the installed pve-hooks holds pve_hooks_devserver (above)"
+[ ! -e "$dist_packages/pve_hooks_devserver" ] || fail "$dist_packages/pve_hooks_devserver exists without its package"
+rc=0
+(cd / && pve-hooks dev-accountdb --db x) >"$work/not-installed.txt" 2>&1 || rc=$?
+[ "$rc" = 2 ] && [ "$(wc -l <"$work/not-installed.txt")" = 1 ] \
+	&& grep -q '^pve-hooks: .*apt install pve-hooks-dev-accountdb' "$work/not-installed.txt" \
+	|| { cat "$work/not-installed.txt"; fail "pve-hooks dev-accountdb without its package: exit $rc, expected 2 and one line"; }
+echo "ok  without pve-hooks-dev-accountdb: no pve_hooks_devserver; pve-hooks dev-accountdb exits 2 with:"
+cat "$work/not-installed.txt"
 
 step "3b. tmpfiles directories (PID 1 is not systemd here: run systemd-tmpfiles ourselves)"
 systemd-tmpfiles --create pve-hooks.conf
@@ -197,12 +222,20 @@ grep -q 'is up to date' "$work/reinstall.log" || { cat "$work/reinstall.log"; fa
 cmp -s "$hookscript" "$snippets/accountdb-hook" || fail "the hookscript copy changed on reinstall"
 echo "ok  reinstall kept the hookscript copy current"
 
+step "5b. install pve-hooks-dev-accountdb (the tests use the reference AccountDB)"
+apt_install "$devdeb" >"$work/install-dev.log" 2>&1 || { cat "$work/install-dev.log"; fail "apt-get install $(basename "$devdeb") failed"; }
+dpkg -L pve-hooks-dev-accountdb | grep "^$dist_packages/pve_hooks_devserver/command\.py$" >/dev/null \
+	|| fail "the installed pve-hooks-dev-accountdb lacks pve_hooks_devserver/command.py"
+pve-hooks dev-accountdb --help | grep -- '--listen' >/dev/null || fail "pve-hooks dev-accountdb --help does not show --listen"
+echo "ok  pve-hooks dev-accountdb runs from $dist_packages/pve_hooks_devserver"
+
 step "6. test suite against the installed package (/usr/bin/python3, Debian's libraries)"
 # A venv with --system-site-packages: click, yaml, requests, urllib3 and
 # systemd come from Debian (/usr/lib/python3/dist-packages); only the test
 # tools (pytest, fakepve, ...) from PyPI. pve_hooks is NOT installed in it.
-# The tests run from a copy of the tree in which pve_hooks/ and the
-# hookscript are symlinks to the INSTALLED files, so imports, subprocesses
+# The tests run from a copy of the tree in which pve_hooks/,
+# pve_hooks_devserver/ and the hookscript are symlinks to the INSTALLED
+# files, so imports, subprocesses
 # and the tests that read the sources all see what the package installed;
 # bin/pve-hooks next to the interpreter is the installed /usr/bin/pve-hooks.
 venv=$work/venv
@@ -211,13 +244,14 @@ venv=$work/venv
 	|| { tail -n 20 "$work/pip.log"; fail "pip install -r requirements-test.txt failed"; }
 ln -s /usr/bin/pve-hooks "$venv/bin/pve-hooks"
 tree=$work/tree
-packaging/copy-tree.sh "$tree" pve_hooks hookscripts/accountdb-hook
-ln -s /usr/lib/python3/dist-packages/pve_hooks "$tree/pve_hooks"
+packaging/copy-tree.sh "$tree" pve_hooks pve_hooks_devserver hookscripts/accountdb-hook
+ln -s "$dist_packages/pve_hooks" "$tree/pve_hooks"
+ln -s "$dist_packages/pve_hooks_devserver" "$tree/pve_hooks_devserver"
 mkdir -p "$tree/hookscripts"
 ln -s "$hookscript" "$tree/hookscripts/accountdb-hook"
 (cd "$tree" && "$venv/bin/python" - <<'EOF'
-import os, click, pve_hooks, requests, urllib3, yaml
-for module in (pve_hooks, click, requests, urllib3, yaml):
+import os, click, pve_hooks, pve_hooks_devserver, requests, urllib3, yaml
+for module in (pve_hooks, pve_hooks_devserver, click, requests, urllib3, yaml):
     real = os.path.realpath(module.__file__)
     assert real.startswith('/usr/lib/python3/dist-packages/'), real
 print('pve_hooks', pve_hooks.__version__, 'from', os.path.realpath(pve_hooks.__file__))
@@ -230,11 +264,11 @@ eval "extra=(${PYTEST_ARGS:-})"
 (cd "$tree" && "$venv/bin/python" -m pytest -q -p no:cacheprovider -m "not soak" "${extra[@]}" tests/unit tests/integration) \
 	|| fail "tests failed against the installed package"
 
-step "7. purge: config and state go; the spool stays while it holds events"
-apt-get purge -y -q pve-hooks >"$work/purge.log" 2>&1 || { cat "$work/purge.log"; fail "apt-get purge failed"; }
+step "7. purge both: config and state go; the spool stays while it holds events"
+apt-get purge -y -q $packages >"$work/purge.log" 2>&1 || { cat "$work/purge.log"; fail "apt-get purge failed"; }
 grep -E '^pve-hooks:|removed|kept' "$work/purge.log" || true
 for path in /etc/pve-hooks "$state" /usr/bin/pve-hooks "$unit_path" "$snippets/accountdb-hook" \
-	/usr/lib/python3/dist-packages/pve_hooks; do
+	"$dist_packages/pve_hooks" "$dist_packages/pve_hooks_devserver"; do
 	[ ! -e "$path" ] || fail "$path is still there after purge"
 	echo "ok  gone: $path"
 done

@@ -2,13 +2,18 @@
 
 The unit, the tmpfiles entry and the purge script name paths that are
 defaults of options in pve_hooks/config/schema.py; these tests keep them in step.
+They also keep the reference AccountDB (pve_hooks_devserver) out of the
+production package: it ships in pve-hooks-dev-accountdb only.
 """
 
 import configparser
+import fnmatch
 import os
+import sys
 
 import pytest
 
+from pve_hooks import __version__
 from pve_hooks.config import schema
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -65,3 +70,54 @@ def test_unit_documentation_points_at_shipped_docs():
     for url in _unit()['Unit']['Documentation'].split():
         if url.startswith('file:///usr/share/doc/pve-hooks/'):
             assert os.path.isfile(os.path.join(ROOT, 'docs', os.path.basename(url)))
+
+
+def _control_paragraphs():
+    """Return debian/control as a list of {field: value} dicts (continuation lines joined)."""
+    paragraphs = []
+    for block in _read('control').split('\n\n'):
+        fields, name = {}, None
+        for line in block.splitlines():
+            if line[:1] in (' ', '\t') and name:
+                fields[name] += ' ' + line.strip()
+            elif ':' in line:
+                name, _, value = line.partition(':')
+                fields[name] = value.strip()
+        if fields:
+            paragraphs.append(fields)
+    return paragraphs
+
+
+def _installed_by(package):
+    """Return the source paths debian/<package>.install lists (its first word per line)."""
+    return [line.split()[0] for line in _read(package + '.install').splitlines()
+            if line.strip() and not line.startswith('#')]
+
+
+def _matches(patterns, path):
+    """Whether dh_install would pick ``path`` (or a file inside it) with one of ``patterns``."""
+    parts = path.split('/')
+    return any(fnmatch.fnmatchcase('/'.join(parts[:length]), pattern)
+               for pattern in patterns for length in range(1, len(parts) + 1))
+
+
+# Where pybuild installs (debian/tmp); dh_python3 later moves it to usr/lib/python3/.
+DIST_PACKAGES = 'usr/lib/python3.{0}/dist-packages/'.format(sys.version_info.minor)
+
+
+def test_the_reference_accountdb_is_its_own_package_depending_on_pve_hooks():
+    packages = {fields['Package']: fields for fields in _control_paragraphs() if 'Package' in fields}
+    assert sorted(packages) == ['pve-hooks', 'pve-hooks-dev-accountdb']
+    dev = packages['pve-hooks-dev-accountdb']
+    assert dev['Architecture'] == 'all'
+    assert 'pve-hooks (= ${binary:Version})' in [item.strip() for item in dev['Depends'].split(',')]
+
+
+def test_production_package_ships_pve_hooks_but_not_the_reference_accountdb():
+    production, dev = _installed_by('pve-hooks'), _installed_by('pve-hooks-dev-accountdb')
+    for module in ('pve_hooks/__init__.py', 'pve_hooks/cli/dev_accountdb.py', 'pve_hooks-{0}.dist-info/RECORD'.format(__version__)):
+        assert _matches(production, DIST_PACKAGES + module) and not _matches(dev, DIST_PACKAGES + module)
+    assert _matches(production, 'usr/bin/pve-hooks')
+    for module in ('pve_hooks_devserver/__init__.py', 'pve_hooks_devserver/command.py'):
+        assert _matches(dev, DIST_PACKAGES + module) and not _matches(production, DIST_PACKAGES + module)
+
