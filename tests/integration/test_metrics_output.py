@@ -5,6 +5,7 @@ import os
 import socket
 import stat
 import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -129,9 +130,10 @@ def test_unwritable_target_warns_and_returns_false(tmp_path, caplog):
     assert os.listdir(tmp_path) == ['pve-hooks.prom']  # no temporary file left behind
 
 
-def get(url):
+def get(url, method='GET', timeout=10):
+    request = urllib.request.Request(url, method=method)
     try:
-        with urllib.request.urlopen(url, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, response.headers['Content-Type'], response.read().decode()
     except urllib.error.HTTPError as error:
         return error.code, error.headers['Content-Type'], error.read().decode()
@@ -156,10 +158,19 @@ def test_serves_metrics_over_http(server):
     assert families(get(base + '/metrics')[2])['pve_hooks_outbox_depth'].samples[0].value == 9
 
 
+def test_head_has_the_headers_and_no_body(server):
+    request = urllib.request.Request(server[2] + '/metrics', method='HEAD')
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        assert answer.status == 200
+        assert int(answer.headers['Content-Length']) > 1000
+        assert answer.read() == b''
+
+
 def test_serves_only_metrics(server):
     status, _, body = get(server[2] + '/')
     assert status == 404
     assert 'only /metrics' in body
+    assert get(server[2] + '/metrics', method='POST')[0] == 501
 
 
 def test_serve_is_off_without_listen():
@@ -179,3 +190,168 @@ def test_address_in_use_logs_an_error_and_returns_none(caplog):
         busy.close()
     assert caplog.records[0].getMessage().startswith('cannot serve metrics on {0} (Address already in use)'.format(
         listen))
+
+
+# -- the listener's bounds -------------------------------------------------------------------------
+
+
+def wait_until(condition, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, 'condition not met in {0} s'.format(timeout)
+        time.sleep(0.01)
+
+
+def half_sent(port, count):
+    """Open ``count`` connections that send part of a request head and then nothing."""
+    clients = []
+    for _ in range(count):
+        client = socket.create_connection(('127.0.0.1', port), timeout=10)
+        client.sendall(b'GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n')
+        clients.append(client)
+    return clients
+
+
+def closed_by_server(client):
+    try:
+        return client.recv(1) == b''
+    except ConnectionResetError:
+        return True
+
+
+def test_half_sent_requests_hold_no_thread_and_are_closed_at_the_deadline():
+    """Slowloris: 50 stalled clients cost sockets, not threads; a scrape still answers; they go at the timeout."""
+    before = threading.active_count()
+    workers, timeout = 4, 1.5
+    server = metrics.serve(filled_registry(), '127.0.0.1:0', timeout=timeout, workers=workers)
+    port = server.server_address[1]
+    clients = half_sent(port, 50)
+    try:
+        opened = time.monotonic()
+        wait_until(lambda: server.pending() == 50)
+        status, _, body = get('http://127.0.0.1:{0}/metrics'.format(port), timeout=5)
+        assert status == 200
+        assert families(body)['pve_hooks_outbox_depth'].samples[0].value == 2
+        assert threading.active_count() - before <= 1 + workers + 1
+        assert server.pending() == 50  # still inside their deadline
+        for client in clients:
+            assert closed_by_server(client)
+        assert time.monotonic() - opened >= timeout - 0.2
+        wait_until(lambda: server.pending() == 0)
+        assert threading.active_count() - before <= 1 + workers + 1
+    finally:
+        for client in clients:
+            client.close()
+        metrics.stop(server)
+    wait_until(lambda: threading.active_count() - before <= workers)  # the loop thread is gone
+
+
+def test_300_stalled_connections_keep_64_sockets_and_no_thread():
+    """The hardening issue's case: 300 half-sent requests. The oldest are closed beyond max_connections."""
+    before = threading.active_count()
+    server = metrics.serve(filled_registry(), '127.0.0.1:0', timeout=30)
+    port = server.server_address[1]
+    clients = half_sent(port, 300)
+    try:
+        wait_until(lambda: server.pending() == metrics.MAX_CONNECTIONS)
+        for client in clients[:300 - metrics.MAX_CONNECTIONS]:
+            assert closed_by_server(client)  # long before their 30 s deadline
+        assert get('http://127.0.0.1:{0}/metrics'.format(port), timeout=5)[0] == 200
+        assert threading.active_count() - before <= 1 + metrics.WORKERS + 1
+    finally:
+        for client in clients:
+            client.close()
+        metrics.stop(server)
+
+
+def test_a_trickling_client_is_cut_at_the_deadline_not_per_read():
+    server = metrics.serve(filled_registry(), '127.0.0.1:0', timeout=1.0)
+    client = socket.create_connection(('127.0.0.1', server.server_address[1]), timeout=10)
+    started = time.monotonic()
+    try:
+        with pytest.raises((BrokenPipeError, ConnectionResetError)):
+            for byte in b'GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ' + b'a' * 100:
+                client.send(bytes([byte]))
+                time.sleep(0.1)  # well inside any per-read timeout
+                assert time.monotonic() - started < 5
+    finally:
+        client.close()
+        metrics.stop(server)
+
+
+def test_all_workers_busy_answers_503_at_once():
+    release, entered = threading.Event(), threading.Event()
+
+    def slow_snapshot():
+        entered.set()
+        release.wait(10)
+        return snapshot()
+
+    server = metrics.serve(metrics.Metrics(slow_snapshot), '127.0.0.1:0', workers=1)
+    url = 'http://127.0.0.1:{0}/metrics'.format(server.server_address[1])
+    first = {}
+    thread = threading.Thread(target=lambda: first.update(answer=get(url)))
+    thread.start()
+    try:
+        assert entered.wait(10)
+        started = time.monotonic()
+        assert get(url)[0] == 503
+        assert time.monotonic() - started < 2
+    finally:
+        release.set()
+        thread.join(10)
+        metrics.stop(server)
+    assert first['answer'][0] == 200
+
+
+def test_a_broken_page_answers_500_and_logs(caplog):
+    def broken():
+        raise RuntimeError('bug')
+
+    server = metrics.MetricsServer('127.0.0.1', 0, {'/metrics': broken})
+    server.start()
+    try:
+        with caplog.at_level(logging.ERROR, logger='pve_hooks.observe.metrics'):
+            assert get('http://127.0.0.1:{0}/metrics'.format(server.server_address[1]))[0] == 500
+            assert get('http://127.0.0.1:{0}/metrics'.format(server.server_address[1]))[0] == 500
+    finally:
+        server.shutdown()
+    assert [record.getMessage() for record in caplog.records] == ['metrics request from 127.0.0.1 failed'] * 2
+
+
+def test_stop_closes_the_listener():
+    server = metrics.serve(metrics.Metrics(), '127.0.0.1:0')
+    port = server.server_address[1]
+    metrics.stop(server)
+    assert not server.thread.is_alive()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(('127.0.0.1', port), timeout=5)
+
+
+def test_a_non_loopback_address_is_served_with_a_warning(caplog):
+    with caplog.at_level(logging.WARNING, logger='pve_hooks.observe.metrics'):
+        local = metrics.serve(metrics.Metrics(), '127.0.0.1:0')
+        metrics.stop(local)
+        assert caplog.records == []
+        wide = metrics.serve(metrics.Metrics(), '0.0.0.0:0')
+    try:
+        assert get('http://127.0.0.1:{0}/metrics'.format(wide.server_address[1]))[0] == 200
+    finally:
+        metrics.stop(wide)
+    assert [record.getMessage() for record in caplog.records] == [
+        'metrics.listen 0.0.0.0:0 is not a loopback address: whoever reaches this node on port {0} can read '
+        '/metrics, without authentication; listen on 127.0.0.1 or filter the port'.format(wide.server_address[1])]
+
+
+def test_serves_on_ipv6_loopback(caplog):
+    if not socket.has_ipv6:
+        pytest.skip('no IPv6 in this Python')
+    with caplog.at_level(logging.WARNING, logger='pve_hooks.observe.metrics'):
+        server = metrics.serve(metrics.Metrics(), '[::1]:0')
+    if server is None:
+        pytest.skip('no IPv6 loopback here: {0}'.format(caplog.records[0].getMessage()))
+    try:
+        assert get('http://[::1]:{0}/metrics'.format(server.server_address[1]))[0] == 200
+        assert caplog.records == []
+    finally:
+        metrics.stop(server)

@@ -231,7 +231,8 @@ def test_unknown_figures_have_no_sample():
                  'pve_hooks_outbox_quarantine', 'pve_hooks_events_spooled', 'pve_hooks_events_dropped',
                  'pve_hooks_hookscript_errors', 'pve_hooks_breaker_state',
                  'pve_hooks_last_delivery_timestamp_seconds', 'pve_hooks_last_inventory_sync_timestamp_seconds',
-                 'pve_hooks_last_heartbeat_timestamp_seconds', 'pve_hooks_last_whitelist_refresh_timestamp_seconds',
+                 'pve_hooks_last_heartbeat_timestamp_seconds',
+                 'pve_hooks_last_whitelist_refresh_timestamp_seconds',
                  'pve_hooks_whitelist_cache_age_seconds', 'pve_hooks_health_status'):
         assert families[name].samples == [], name
     assert all(sample.value == 0 for sample in families['pve_hooks_alert_active'].samples)
@@ -315,3 +316,11 @@ def test_parse_listen(listen, expected):
 def test_parse_listen_rejects(listen):
     with pytest.raises(ValueError):
         metrics.parse_listen(listen)
+
+
+@pytest.mark.parametrize('address, loopback', [('127.0.0.1', True), ('127.0.0.2', True), ('::1', True),
+                                               ('::ffff:127.0.0.1', True), ('0.0.0.0', False), ('::', False),
+                                               ('192.168.1.10', False), ('fe80::1%eth0', False),
+                                               ('localhost', False)])
+def test_is_loopback_judges_the_bound_address(address, loopback):
+    assert metrics.is_loopback(address) is loopback
