@@ -7,10 +7,12 @@ VENV ?= .venv
 DEBIAN_VENV ?= .venv-debian
 PYTEST_ARGS ?=
 # Debian packages the test environments need (Debian's own Python libraries
-# for the Debian-versions run; headers for systemd-python from PyPI).
+# for the Debian-versions run; headers for systemd-python from PyPI;
+# prometheus for promtool, which lints the metrics output; on a machine
+# running systemd it also enables a Prometheus server on :9090).
 APT_TEST_PACKAGES = python3-venv python3-click python3-yaml python3-requests python3-urllib3 \
 	python3-prometheus-client python3-systemd libsystemd-dev pkg-config gcc python3-dev systemd \
-	util-linux logrotate
+	util-linux logrotate prometheus
 
 .PHONY: help apt-deps venv venv-debian test test-current test-debian demo docs check-docs soak bench clean deb deb-check
 

@@ -2,8 +2,10 @@
 
 import logging
 import os
+import shutil
 import socket
 import stat
+import subprocess
 import threading
 import time
 import urllib.error
@@ -128,6 +130,22 @@ def test_unwritable_target_warns_and_returns_false(tmp_path, caplog):
     assert len(caplog.records) == 1
     assert caplog.records[0].getMessage().startswith('cannot write metrics file {0} (Is a directory)'.format(path))
     assert os.listdir(tmp_path) == ['pve-hooks.prom']  # no temporary file left behind
+
+
+def test_promtool_accepts_a_full_render():
+    """Prometheus' own linter on everything at once: every metric with a sample, odd label values included."""
+    promtool = shutil.which('promtool')
+    if promtool is None:
+        pytest.skip('promtool not installed (Debian package prometheus)')
+    registry = filled_registry({'snapshot': snapshot()})
+    for endpoint, http_status in (('events', 200), ('events', 503), ('inventory', None), ('heartbeat', 204)):
+        registry.on_request('POST', endpoint, metrics.status_class(http_status), 0.05)
+    registry.count_pvesh('qemu', 0.4, ok=True)
+    registry.count_pvesh('lxc', 3.0, ok=False)
+    text = registry.render()
+    assert len(families(text.decode())) >= len(metrics.METRICS)
+    done = subprocess.run([promtool, 'check', 'metrics'], input=text, capture_output=True, timeout=60)
+    assert done.returncode == 0, (done.stdout + done.stderr).decode()
 
 
 def get(url, method='GET', timeout=10):
