@@ -3,6 +3,8 @@
 import copy
 import logging
 import math
+import os
+import re
 
 import prometheus_client
 import pytest
@@ -99,6 +101,21 @@ def test_a_full_render_has_help_and_type_for_every_metric():
         assert '# TYPE {0} {1}\n'.format(metric.name, metric.type) in text
         family = families[metric.name[:-len('_total')] if metric.type == metrics.COUNTER else metric.name]
         assert family.type == metric.type
+
+
+def test_the_docs_table_lists_every_metric_with_its_type_and_labels():
+    docs = os.path.join(os.path.dirname(__file__), '..', '..', '..', 'docs', 'logging.md')
+    with open(docs, encoding='utf-8') as stream:
+        section = stream.read().split('\n## Metrics\n', 1)[1].split('\n## ', 1)[0]
+    documented = {}
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip('|').split('|')]
+        if line.startswith('| `pve_hooks_'):
+            labels = re.findall(r'`(\w+)`', re.sub(r'\(.*?\)', '', cells[2]))  # not the (`2xx`...) values
+            documented[cells[0].strip('`')] = (cells[1].split()[0], tuple(labels))
+    assert sorted(documented) == sorted(metrics.BY_NAME)
+    for name, (type_, labels) in documented.items():
+        assert (type_, labels) == (metrics.BY_NAME[name].type, metrics.BY_NAME[name].labels), name
 
 
 # -- what Metrics counts ---------------------------------------------------------------------------
