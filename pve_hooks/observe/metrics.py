@@ -45,6 +45,7 @@ loopback address. A stalled client costs a socket, never a thread.
 """
 
 import concurrent.futures
+import errno
 import http.server
 import io
 import ipaddress
@@ -193,8 +194,7 @@ class Metrics:
         self._warned = set()  # (path, reason) of the text file warnings already logged
 
     def count_delivery(self, result):
-        """Count one delivery pass: a daemon.delivery.PassResult (accepted, duplicate, rejected,
-        filtered, latencies). Return None."""
+        """Count one delivery pass, a daemon.delivery.PassResult: its four counts and its latencies."""
         for name, amount in ((EVENTS_DELIVERED, result.accepted), (EVENTS_DUPLICATE, result.duplicate),
                              (EVENTS_REJECTED, result.rejected), (EVENTS_FILTERED, result.filtered)):
             if amount:
@@ -232,7 +232,7 @@ class Metrics:
         with self._write_lock:
             try:
                 if not os.path.isdir(directory):
-                    raise FileNotFoundError(2, os.strerror(2), directory)
+                    raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), directory)
                 statedir.atomic_write(path, self.render(), 0o644)
             except OSError as error:
                 reason = error.strerror or str(error)
