@@ -7,9 +7,12 @@ VENV ?= .venv
 DEBIAN_VENV ?= .venv-debian
 PYTEST_ARGS ?=
 # Debian packages the test environments need (Debian's own Python libraries
-# for the Debian-versions run; headers for systemd-python from PyPI).
+# for the Debian-versions run; headers for systemd-python from PyPI;
+# prometheus for promtool, which lints the metrics output; on a machine
+# running systemd it also enables a Prometheus server on :9090).
 APT_TEST_PACKAGES = python3-venv python3-click python3-yaml python3-requests python3-urllib3 \
-	python3-systemd libsystemd-dev pkg-config gcc python3-dev systemd util-linux logrotate
+	python3-prometheus-client python3-systemd libsystemd-dev pkg-config gcc python3-dev systemd \
+	util-linux logrotate prometheus
 
 .PHONY: help apt-deps venv venv-debian test test-current test-debian demo docs check-docs soak bench clean deb deb-check
 
@@ -43,7 +46,9 @@ $(DEBIAN_VENV)/.done: setup.cfg pyproject.toml requirements-test.txt | apt-deps
 	$(DEBIAN_PYTHON) -m venv --system-site-packages $(DEBIAN_VENV)
 	$(DEBIAN_VENV)/bin/pip install -q --no-deps -e .
 	$(DEBIAN_VENV)/bin/pip install -q -r requirements-test.txt
-	$(DEBIAN_VENV)/bin/python -c "import click, requests, urllib3, yaml; print('debian env: click', click.__version__, 'requests', requests.__version__, 'urllib3', urllib3.__version__, 'PyYAML', yaml.__version__)"
+	# Debian's own prometheus_client (python3-prometheus-client), never PyPI's: a test tool that pulled it in is undone.
+	$(DEBIAN_VENV)/bin/pip uninstall -q -y prometheus_client 2>/dev/null || true
+	$(DEBIAN_VENV)/bin/python -c "import click, requests, urllib3, yaml; print('debian env: click', click.__version__, 'requests', requests.__version__, 'urllib3', urllib3.__version__, 'PyYAML', yaml.__version__); import prometheus_client, importlib.metadata; print('prometheus_client', importlib.metadata.version('prometheus_client'), prometheus_client.__file__)"
 	touch $@
 
 venv-debian: apt-deps $(DEBIAN_VENV)/.done

@@ -14,7 +14,7 @@ export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 unset VIRTUAL_ENV PYTHONPATH PYTHONHOME
 # build-essential: dpkg-checkbuilddeps requires it even for Architecture: all.
 BUILD_DEPS="build-essential debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools
- python3-click python3-yaml python3-requests python3-urllib3 python3-systemd dpkg-dev fakeroot man-db"
+ python3-click python3-yaml python3-requests python3-urllib3 python3-systemd python3-prometheus-client dpkg-dev fakeroot man-db"
 
 step() { printf '\n== %s\n' "$*"; }
 

@@ -32,7 +32,7 @@ from pve_hooks.daemon import dirwatch, lock
 from pve_hooks.daemon.components import Components, Tools
 from pve_hooks.daemon.delivery import Interrupted
 from pve_hooks.daemon.systemd import Notifier, Watchdog
-from pve_hooks.observe import alerts, logs, metrics
+from pve_hooks.observe import alerts, listener, logs, metrics
 from pve_hooks.observe.status import LAST_KEYS, one_line
 
 log = logging.getLogger(__name__)
@@ -156,8 +156,8 @@ class Daemon:
             raise Interrupted()
 
     def _start_metrics_server(self):
-        metrics.stop(self.metrics_server)
-        self.metrics_server = metrics.serve(self.metrics, self.settings['metrics.listen'])
+        listener.stop(self.metrics_server)
+        self.metrics_server = listener.serve(self.metrics, self.settings['metrics.listen'])
 
     def shutdown(self):
         """Return in-flight events, save state, release everything. Return None."""
@@ -174,7 +174,7 @@ class Daemon:
             self.c.board.refresh_outbox(force=True)
             self.c.status_job.run(self.clock(), stopped=True)
             depth = self.c.board.pending()
-        metrics.stop(self.metrics_server)
+        listener.stop(self.metrics_server)
         self.metrics_server = None
         if self.c is not None:
             self.c.close()

@@ -1,32 +1,55 @@
-"""Prometheus metrics: every pve_hooks_* name, a small registry, the text file and /metrics.
+"""Prometheus metrics: every pve_hooks_* name, the daemon's counters, the snapshot collector, /metrics.
 
-No dependency: the registry renders the Prometheus text exposition format
-0.0.4 itself (``# HELP``/``# TYPE`` lines, escaped label values, histogram
-``_bucket``/``_sum``/``_count``). The daemon owns one :class:`Registry`,
-updates it as it works, writes it with :func:`write_textfile` after every
-pass (``metrics.textfile``, read by node_exporter's textfile collector) and,
-when ``metrics.listen`` is set, serves it with :func:`serve`.
+Built on prometheus_client (Debian: python3-prometheus-client; 0.16 on
+Debian 12 is the oldest supported), which owns the text exposition format
+0.0.4. The daemon owns one :class:`Metrics`; its :attr:`Metrics.registry`
+is a private CollectorRegistry (never the library's global REGISTRY) holding
 
-Every metric name lives in :data:`METRICS` below; use the module constants
-(``metrics.EVENTS_DELIVERED``) rather than spelling names out::
+- the counters the daemon itself counts as it works (deliveries, AccountDB
+  requests, pvesh calls): prometheus_client Counter/Histogram/Summary,
+  updated by :meth:`Metrics.count_delivery`, :meth:`Metrics.on_request`
+  and :meth:`Metrics.count_pvesh`;
+- one :class:`SnapshotCollector`, which calls ``snapshot()`` (the node's
+  status snapshot, pve_hooks.observe.status) at every render and turns it
+  into the outbox, breaker, last-* time, whitelist, health and alert series.
+  Those values are therefore never older than the scrape.
 
-    registry = metrics.Registry()
-    registry.inc(metrics.EVENTS_DELIVERED, 12)
-    registry.inc(metrics.ACCOUNTDB_REQUESTS, endpoint='events', status_class=metrics.status_class(503))
-    registry.observe(metrics.DELIVERY_LATENCY, 0.042)
-    registry.set(metrics.LAST_DELIVERY, time.time())
-    metrics.write_textfile(registry, settings['metrics.textfile'])
+The daemon writes the registry with :meth:`Metrics.write_textfile` after
+every pass (``metrics.textfile``, read by node_exporter's textfile
+collector) and, when ``metrics.listen`` is set, serves it with :func:`serve`::
+
+    board = status.Board(...)
+    registry = metrics.Metrics(snapshot=board.snapshot, node=settings['node'])
+    client = accountdb.Client(settings, metrics=registry)   # on_request()
+    registry.count_delivery(pass_result)
+    registry.write_textfile(settings['metrics.textfile'])
+    server = metrics.serve(registry, settings['metrics.listen'])
+    ...
+    metrics.stop(server)
+
+Every metric name, type and help text lives in :data:`METRICS` below; use
+the module constants (``metrics.EVENTS_DELIVERED``) rather than spelling
+names out.
+
+/metrics is served by observe.listener (why our own server: see there).
 """
 
-import http.server
+import errno
 import logging
-import math
 import os
-import tempfile
 import threading
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, Summary
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.exposition import generate_latest
+
+from pve_hooks import __version__, statedir
+from pve_hooks.observe import alerts
 
 log = logging.getLogger(__name__)
 
+# What generate_latest() writes. prometheus_client >= 0.22 names a newer
+# format in CONTENT_TYPE_LATEST, so the constant is ours.
 CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8'
 
 COUNTER, GAUGE, HISTOGRAM, SUMMARY = 'counter', 'gauge', 'histogram', 'summary'
@@ -48,6 +71,7 @@ BREAKER_STATE = 'pve_hooks_breaker_state'
 LAST_DELIVERY = 'pve_hooks_last_delivery_timestamp_seconds'
 LAST_INVENTORY_SYNC = 'pve_hooks_last_inventory_sync_timestamp_seconds'
 LAST_WHITELIST_REFRESH = 'pve_hooks_last_whitelist_refresh_timestamp_seconds'
+LAST_HEARTBEAT = 'pve_hooks_last_heartbeat_timestamp_seconds'
 WHITELIST_AGE = 'pve_hooks_whitelist_cache_age_seconds'
 PVESH_DURATION = 'pve_hooks_pvesh_duration_seconds'
 PVESH_FAILURES = 'pve_hooks_pvesh_failures_total'
@@ -99,6 +123,7 @@ METRICS = (
     M(LAST_DELIVERY, GAUGE, 'Unix time of the last successful delivery to AccountDB.'),
     M(LAST_INVENTORY_SYNC, GAUGE, 'Unix time of the last inventory AccountDB acknowledged.'),
     M(LAST_WHITELIST_REFRESH, GAUGE, 'Unix time of the last successful whitelist refresh.'),
+    M(LAST_HEARTBEAT, GAUGE, 'Unix time of the last heartbeat AccountDB accepted.'),
     M(WHITELIST_AGE, GAUGE, 'Age of the cached whitelist in seconds.'),
     M(PVESH_DURATION, SUMMARY, 'Seconds pvesh calls took (count = calls made).', labels=('call',)),
     M(PVESH_FAILURES, COUNTER, 'pvesh calls that failed, timed out or printed garbage.', labels=('call',)),
@@ -112,6 +137,11 @@ del M
 
 BY_NAME = {metric.name: metric for metric in METRICS}
 
+# Counted by the daemon (Metrics); everything else comes from the snapshot (SnapshotCollector).
+OWNED = (EVENTS_DELIVERED, EVENTS_DUPLICATE, EVENTS_REJECTED, EVENTS_FILTERED, DELIVERY_LATENCY,
+         ACCOUNTDB_REQUESTS, PVESH_DURATION, PVESH_FAILURES)
+_LIBRARY_TYPES = {COUNTER: Counter, HISTOGRAM: Histogram, SUMMARY: Summary}
+
 
 def status_class(http_status):
     """Given an HTTP status (int) or None (no response), return '2xx'...'5xx' or 'error'."""
@@ -120,356 +150,176 @@ def status_class(http_status):
     return '{0}xx'.format(int(http_status) // 100)
 
 
-def format_value(value):
-    """Return ``value`` as the exposition format writes numbers (+Inf, -Inf, NaN, ints bare)."""
-    value = float(value)
-    if math.isnan(value):
-        return 'NaN'
-    if math.isinf(value):
-        return '+Inf' if value > 0 else '-Inf'
-    if value == int(value) and abs(value) < 1e15:
-        return str(int(value))
-    return repr(value)
-
-
-def escape_label(value):
-    """Escape a label value: backslash, double quote and newline."""
-    return str(value).replace('\\', '\\\\').replace('"', '\\"').replace('\n', '\\n')
-
-
-def _escape_help(text):
-    return text.replace('\\', '\\\\').replace('\n', '\\n')
-
-
-def _label_text(pairs):
-    if not pairs:
-        return ''
-    return '{' + ','.join('{0}="{1}"'.format(name, escape_label(value)) for name, value in pairs) + '}'
-
-
-class Registry:
-    """Current values of the metrics in ``definitions`` (default: :data:`METRICS`).
-
-    Thread safe: the daemon updates it while :func:`serve` renders it.
-    Unlabelled counters start at 0; gauges appear once set; labelled series
-    appear once touched. Methods raise KeyError for an unknown metric name
-    and ValueError for wrong label names or a negative counter increment.
-    """
-
-    def __init__(self, definitions=METRICS):
-        self.definitions = {metric.name: metric for metric in definitions}
-        self._order = [metric.name for metric in definitions]
-        self._values = {name: {} for name in self._order}  # name -> {label tuple: value}
-        self._lock = threading.Lock()
-        for metric in definitions:
-            if metric.type == COUNTER and not metric.labels:
-                self._values[metric.name][()] = 0.0
-
-    def _key(self, name, labels):
-        metric = self.definitions[name]
-        if set(labels) != set(metric.labels):
-            raise ValueError('{0} takes labels {1}, got {2}'.format(
-                name, ', '.join(metric.labels) or 'none', ', '.join(sorted(labels)) or 'none'))
-        return metric, tuple(str(labels[label]) for label in metric.labels)
-
-    def inc(self, name, amount=1, **labels):
-        """Add ``amount`` (>= 0 for counters) to a counter or gauge series. Return None."""
-        metric, key = self._key(name, labels)
-        if metric.type == COUNTER and amount < 0:
-            raise ValueError('{0}: a counter cannot decrease (inc by {1})'.format(name, amount))
-        with self._lock:
-            series = self._values[name]
-            series[key] = series.get(key, 0.0) + amount
-
-    def set(self, name, value, **labels):
-        """Set a gauge (or a counter kept elsewhere, e.g. the outbox's dropped count). Return None."""
-        metric, key = self._key(name, labels)
-        if metric.type in (HISTOGRAM, SUMMARY):
-            raise ValueError('{0} is a {1}: use observe()'.format(name, metric.type))
-        with self._lock:
-            self._values[name][key] = float(value)
-
-    def set_state(self, name, current, states, label='state'):
-        """Set an enum gauge: ``label=current`` to 1 and the other ``states`` to 0. Return None."""
-        for state in states:
-            self.set(name, 1 if state == current else 0, **{label: state})
-
-    def observe(self, name, value, **labels):
-        """Record one observation in a histogram or summary. Return None."""
-        metric, key = self._key(name, labels)
-        if metric.type not in (HISTOGRAM, SUMMARY):
-            raise ValueError('{0} is a {1}: use inc() or set()'.format(name, metric.type))
-        with self._lock:
-            series = self._values[name].get(key)
-            if series is None:
-                series = self._values[name][key] = {'buckets': [0] * len(metric.buckets), 'sum': 0.0,
-                                                    'count': 0}
-            for index, bound in enumerate(metric.buckets):
-                if value <= bound:
-                    series['buckets'][index] += 1
-            series['sum'] += value
-            series['count'] += 1
-
-    def get(self, name, **labels):
-        """Return a series' value (a histogram/summary: its count); None if never set."""
-        _, key = self._key(name, labels)
-        with self._lock:
-            value = self._values[name].get(key)
-        if isinstance(value, dict):
-            return value['count']
-        return value
-
-    def remove(self, name, **labels):
-        """Drop one series (e.g. a health check that no longer runs). Return None."""
-        _, key = self._key(name, labels)
-        with self._lock:
-            self._values[name].pop(key, None)
-
-    def render(self):
-        """Return the whole registry as Prometheus text exposition format 0.0.4."""
-        lines = []
-        with self._lock:
-            for name in self._order:
-                metric = self.definitions[name]
-                lines.append('# HELP {0} {1}'.format(name, _escape_help(metric.help)))
-                lines.append('# TYPE {0} {1}'.format(name, metric.type))
-                for key in sorted(self._values[name]):
-                    value = self._values[name][key]
-                    pairs = list(zip(metric.labels, key))
-                    if metric.type in (HISTOGRAM, SUMMARY):
-                        lines.extend(_render_distribution(metric, pairs, value))
-                    else:
-                        lines.append('{0}{1} {2}'.format(name, _label_text(pairs), format_value(value)))
-        return '\n'.join(lines) + '\n'
-
-
-def _render_distribution(metric, pairs, series):
-    lines = []
-    if metric.type == HISTOGRAM:
-        for bound, count in zip(metric.buckets, series['buckets']):
-            lines.append('{0}_bucket{1} {2}'.format(
-                metric.name, _label_text(pairs + [('le', format_value(bound))]), count))
-        lines.append('{0}_bucket{1} {2}'.format(metric.name, _label_text(pairs + [('le', '+Inf')]),
-                                                series['count']))
-    lines.append('{0}_sum{1} {2}'.format(metric.name, _label_text(pairs), format_value(series['sum'])))
-    lines.append('{0}_count{1} {2}'.format(metric.name, _label_text(pairs), series['count']))
-    return lines
-
-
-def _field(stats, key):
-    if isinstance(stats, dict):
-        return stats.get(key)
-    return getattr(stats, key, None)
-
-
-def collect_outbox(registry, stats):
-    """Copy outbox figures into ``registry``.
-
-    ``stats`` is a mapping or an object with any of ``depth``, ``oldest_age``,
-    ``dead``, ``quarantine`` (current counts), ``spooled``, ``dropped`` and
-    ``hookscript_errors`` (running totals the outbox keeps on disk); missing
-    or None ones are left as they are. Return None.
-    """
-    for key, name in (('depth', OUTBOX_DEPTH), ('oldest_age', OUTBOX_OLDEST_AGE), ('dead', OUTBOX_DEAD),
-                      ('quarantine', OUTBOX_QUARANTINE), ('spooled', EVENTS_SPOOLED),
-                      ('dropped', EVENTS_DROPPED), ('hookscript_errors', HOOKSCRIPT_ERRORS)):
-        value = _field(stats, key)
-        if value is not None:
-            registry.set(name, value)
-
-
-def collect_health(registry, results):
-    """Set pve_hooks_health_status{check} from health results.
-
-    ``results`` is an iterable of mappings or objects with ``name`` and
-    ``status`` ('OK', 'WARNING', 'CRITICAL', 'UNKNOWN'; anything else counts
-    as UNKNOWN). Return None.
-    """
-    for result in results:
-        status = str(_field(result, 'status') or 'UNKNOWN').upper()
-        registry.set(HEALTH_STATUS, HEALTH_CODES.get(status, 3), check=_field(result, 'name'))
-
-
-def collect_alerts(registry, active):
-    """Set pve_hooks_alert_active{condition} for every alert condition.
-
-    ``active`` is the collection of conditions currently raised (e.g.
-    ``alerter.active()``). Return None.
-    """
-    from pve_hooks.observe import alerts
-    for condition in alerts.CONDITIONS:
-        registry.set(ALERT_ACTIVE, 1 if condition in active else 0, condition=condition)
-
-
-def record_request(registry, endpoint, http_status):
-    """Count one AccountDB request to ``endpoint`` that got ``http_status`` (None: no response)."""
-    registry.inc(ACCOUNTDB_REQUESTS, endpoint=endpoint, status_class=status_class(http_status))
-
-
-def record_pvesh(registry, call, seconds, ok):
-    """Record one pvesh call named ``call`` (e.g. 'qemu') that took ``seconds``; count it if not ``ok``."""
-    registry.observe(PVESH_DURATION, seconds, call=call)
-    if not ok:
-        registry.inc(PVESH_FAILURES, call=call)
-
-
-_warned = set()
-
-
-def write_textfile(registry, path):
-    """Write ``registry`` to ``path`` atomically (temp file in the same directory, fsync, rename, 0644).
-
-    node_exporter never sees a half-written file. A missing or unwritable
-    directory logs one warning per path and reason (not one per pass) and
-    returns False; nothing is raised. Return True when written.
-    """
-    directory = os.path.dirname(path) or '.'
-    text = registry.render().encode('utf-8')
-    temp = None
-    try:
-        fd, temp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=directory)
-        try:
-            os.fchmod(fd, 0o644)
-            view = memoryview(text)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(temp, path)
-        temp = None
-    except OSError as error:
-        reason = error.strerror or str(error)
-        if (path, reason) not in _warned:
-            _warned.add((path, reason))
-            log.warning('cannot write metrics file %s (%s); metrics.textfile is skipped until this is '
-                        'fixed (create the directory or set metrics.textfile: null)', path, reason)
-        return False
-    finally:
-        if temp is not None:
-            try:
-                os.unlink(temp)
-            except OSError:
-                pass
-    _warned.difference_update({item for item in _warned if item[0] == path})
-    return True
-
-
-def parse_listen(listen):
-    """Given 'host:port' ('[::1]:9959' for IPv6), return (host, port). Raise ValueError if malformed."""
-    host, sep, port = listen.rpartition(':')
-    if not sep or not host or not port.isdigit():
-        raise ValueError('expected address:port, got {0!r}'.format(listen))
-    if host.startswith('[') and host.endswith(']'):
-        host = host[1:-1]
-    return host, int(port)
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    registry = None  # set on a subclass per server
-
-    def do_GET(self):
-        if self.path.split('?', 1)[0] != '/metrics':
-            self._reply(404, b'only /metrics is served here\n', 'text/plain; charset=utf-8')
-            return
-        self._reply(200, self.registry.render().encode('utf-8'), CONTENT_TYPE)
-
-    def do_HEAD(self):
-        self.do_GET()
-
-    def _reply(self, status, body, content_type):
-        self.send_response(status)
-        self.send_header('Content-Type', content_type)
-        self.send_header('Content-Length', str(len(body)))
-        self.end_headers()
-        if self.command != 'HEAD':
-            self.wfile.write(body)
-
-    def log_message(self, format, *args):  # noqa: A002 (http.server's name)
-        log.debug('metrics request from %s: %s', self.client_address[0], format % args)
-
-
-class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-
-
-def serve(registry, listen):
-    """Serve ``registry`` at http://``listen``/metrics from a background thread.
-
-    ``listen`` is ``metrics.listen`` ('127.0.0.1:9959'); None serves nothing
-    and returns None. If the address cannot be bound (in use, not local), log
-    one error and return None: metrics are never a reason for the daemon to
-    stop. Return the server; stop it with :func:`stop`.
-    """
-    if not listen:
-        return None
-    import socket
-    try:
-        host, port = parse_listen(listen)
-        handler = type('MetricsHandler', (_Handler,), {'registry': registry})
-        server_class = _Server
-        if ':' in host:
-            server_class = type('MetricsServer6', (_Server,), {'address_family': socket.AF_INET6})
-        server = server_class((host, port), handler)
-    except (OSError, ValueError) as error:
-        log.error('cannot serve metrics on %s (%s); metrics are still written to metrics.textfile; '
-                  'choose a free local address in metrics.listen', listen,
-                  getattr(error, 'strerror', None) or error)
-        return None
-    thread = threading.Thread(target=server.serve_forever, name='metrics-http', daemon=True)
-    thread.start()
-    server.thread = thread
-    log.info('serving metrics on http://%s/metrics', listen)
-    return server
-
-
-def stop(server):
-    """Stop a server returned by :func:`serve` (None is fine) and close its socket. Return None."""
-    if server is None:
-        return
-    server.shutdown()
-    server.server_close()
-    server.thread.join(5)
-
-
 class Metrics:
-    """TEMPORARY adapter onto the hand-written Registry until the prometheus_client rewrite lands."""
+    """The daemon's metrics: its own counters plus the snapshot's figures, on a private registry.
+
+    ``snapshot``: a callable returning the status snapshot
+    (pve_hooks.observe.status), called at every render; None leaves the
+    snapshot's series out. ``node``: the node name for ``pve_hooks_info``
+    (default: the snapshot's). Thread safe: the daemon counts while
+    :func:`serve` renders.
+    """
 
     def __init__(self, snapshot=None, node=None):
-        self.snapshot = snapshot
-        self.node = node
-        self.registry = Registry()
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._owned = {}
+        for name in OWNED:
+            metric = BY_NAME[name]
+            extra = {'buckets': metric.buckets} if metric.buckets else {}
+            self._owned[name] = _LIBRARY_TYPES[metric.type](
+                name, metric.help, metric.labels, registry=self.registry, **extra)
+        self.collector = SnapshotCollector(snapshot, node)
+        self.registry.register(self.collector)
+        self._write_lock = threading.Lock()
+        self._warned = set()  # (path, reason) of the text file warnings already logged
 
     def count_delivery(self, result):
-        self.registry.inc(EVENTS_DELIVERED, result.accepted)
-        self.registry.inc(EVENTS_DUPLICATE, result.duplicate)
-        self.registry.inc(EVENTS_REJECTED, result.rejected)
-        self.registry.inc(EVENTS_FILTERED, result.filtered)
+        """Count one delivery pass, a daemon.delivery.PassResult: its four counts and its latencies."""
+        for name, amount in ((EVENTS_DELIVERED, result.accepted), (EVENTS_DUPLICATE, result.duplicate),
+                             (EVENTS_REJECTED, result.rejected), (EVENTS_FILTERED, result.filtered)):
+            if amount:
+                self._owned[name].inc(amount)
+        histogram = self._owned[DELIVERY_LATENCY]
         for latency in result.latencies:
-            self.registry.observe(DELIVERY_LATENCY, latency)
+            histogram.observe(latency)
 
     def on_request(self, method, endpoint, status_class, duration_s):
-        self.registry.inc(ACCOUNTDB_REQUESTS, endpoint=endpoint, status_class=status_class)
+        """accountdb.Client's ``metrics`` hook: count one request to ``endpoint`` by ``status_class``."""
+        self._owned[ACCOUNTDB_REQUESTS].labels(endpoint=endpoint, status_class=status_class).inc()
 
     def count_pvesh(self, call, seconds, ok):
-        record_pvesh(self.registry, call, seconds, ok)
-
-    def _collect(self):
-        snap = self.snapshot() if self.snapshot else None
-        if snap:
-            collect_outbox(self.registry, snap['outbox'])
-            self.registry.set_state(BREAKER_STATE, snap['breaker']['state'], BREAKER_STATES)
-            for key, name in (('last_delivery_at', LAST_DELIVERY), ('last_inventory_sync_at', LAST_INVENTORY_SYNC),
-                              ('last_whitelist_refresh_at', LAST_WHITELIST_REFRESH)):
-                if snap.get(key) is not None:
-                    self.registry.set(name, snap[key])
-            if snap.get('health'):
-                collect_health(self.registry, snap['health']['checks'])
+        """Record one pvesh call named ``call`` (e.g. 'qemu') that took ``seconds``; count it if not ``ok``."""
+        self._owned[PVESH_DURATION].labels(call=call).observe(seconds)
+        failures = self._owned[PVESH_FAILURES].labels(call=call)  # a 0 series for calls that never failed
+        if not ok:
+            failures.inc()
 
     def render(self):
-        self._collect()
-        return self.registry.render()
+        """Return every metric as Prometheus text exposition format 0.0.4 (bytes)."""
+        return generate_latest(self.registry)
 
     def write_textfile(self, path):
-        self._collect()
-        return write_textfile(self.registry, path)
+        """Write :meth:`render` to ``path`` atomically, mode 0644 (statedir.atomic_write).
+
+        node_exporter never sees a half-written file, and can read it although
+        the daemon runs with UMask=0077. The directory belongs to
+        node_exporter and is never created here (atomic_write would make it
+        0700, unreadable to node_exporter). A missing or unwritable directory
+        logs one warning per path and reason (not one per pass) and returns
+        False; nothing is raised. Return True when written.
+        """
+        directory = os.path.dirname(os.path.abspath(path))
+        with self._write_lock:
+            try:
+                if not os.path.isdir(directory):
+                    raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), directory)
+                statedir.atomic_write(path, self.render(), 0o644)
+            except OSError as error:
+                reason = error.strerror or str(error)
+                if (path, reason) not in self._warned:
+                    self._warned.add((path, reason))
+                    log.warning('cannot write metrics file %s (%s); metrics.textfile is skipped until this is '
+                                'fixed (create the directory or set metrics.textfile: null)', path, reason)
+                return False
+            self._warned = {item for item in self._warned if item[0] != path}
+        return True
+
+
+class SnapshotCollector:
+    """prometheus_client collector for the series read off the status snapshot, and pve_hooks_info.
+
+    ``snapshot`` (a callable, or None) is called once per render, so the
+    figures are as fresh as the scrape. A snapshot that raises (or lacks a
+    key) logs one warning until it works again; the other metrics are still
+    rendered. Each figure can be checked by hand in ``pve-hooks status --json``.
+    """
+
+    def __init__(self, snapshot, node=None):
+        self.snapshot = snapshot
+        self.node = node
+        self._failing = False
+        self._lock = threading.Lock()  # one snapshot at a time: scrapes and the text file may overlap
+
+    def describe(self):
+        """Return the families this collector yields, without samples (the registry checks names)."""
+        return [_family(metric.name) for metric in METRICS if metric.name not in OWNED]
+
+    def collect(self):
+        """Return the families: pve_hooks_info, then (with a snapshot) the snapshot's series."""
+        taken, families = None, []
+        if self.snapshot is not None:
+            with self._lock:
+                try:
+                    taken = self.snapshot()
+                    families = snapshot_families(taken)
+                except Exception as error:  # a broken snapshot costs its own series only, never the scrape
+                    if not self._failing:
+                        log.warning('cannot take the status snapshot for metrics (%s: %s); the other metrics '
+                                    'are rendered without it', type(error).__name__, error)
+                    self._failing = True
+                    taken, families = None, []
+                else:
+                    if self._failing:
+                        log.info('the status snapshot for metrics works again')
+                    self._failing = False
+        info = _family(INFO)
+        node = self.node if self.node is not None else (taken or {}).get('node')
+        info.add_metric([__version__, str(node or '')], 1)
+        return [info] + families
+
+
+def _family(name):
+    metric = BY_NAME[name]
+    if metric.type == COUNTER:
+        return CounterMetricFamily(name, metric.help, labels=metric.labels)
+    return GaugeMetricFamily(name, metric.help, labels=metric.labels)
+
+
+def _single(name, value):
+    family = _family(name)
+    if value is not None:
+        family.add_metric([], value)
+    return family
+
+
+def snapshot_families(snapshot):
+    """Given a status snapshot (pve_hooks.observe.status), return its metric families.
+
+    Every family is returned; a figure the snapshot does not know (None)
+    has no sample. Raise KeyError/TypeError if ``snapshot`` is not shaped
+    like one.
+    """
+    outbox = snapshot['outbox']
+    readable = outbox.get('depth') is not None
+    families = [
+        _single(OUTBOX_DEPTH, outbox.get('depth')),
+        # status says None for an empty outbox; the gauge must drop to 0, not keep the last age.
+        _single(OUTBOX_OLDEST_AGE, (outbox.get('oldest_age') or 0) if readable else None),
+        _single(OUTBOX_DEAD, outbox.get('dead')),
+        _single(OUTBOX_QUARANTINE, outbox.get('quarantine')),
+        _single(EVENTS_SPOOLED, outbox.get('spooled')),
+        _single(EVENTS_DROPPED, outbox.get('dropped')),
+        _single(HOOKSCRIPT_ERRORS, outbox.get('hookscript_errors')),
+    ]
+    breaker = _family(BREAKER_STATE)
+    current = snapshot['breaker'].get('state')
+    if current is not None:
+        for state in BREAKER_STATES:
+            breaker.add_metric([state], 1 if state == current else 0)
+    families.append(breaker)
+    for name, key in ((LAST_DELIVERY, 'last_delivery_at'), (LAST_INVENTORY_SYNC, 'last_inventory_sync_at'),
+                      (LAST_WHITELIST_REFRESH, 'last_whitelist_refresh_at'),
+                      (LAST_HEARTBEAT, 'last_heartbeat_sent_at')):
+        families.append(_single(name, snapshot[key]))
+    families.append(_single(WHITELIST_AGE, (snapshot['whitelist'] or {}).get('age')))
+    health = _family(HEALTH_STATUS)
+    for check in (snapshot['health'] or {}).get('checks') or ():
+        status = str(check.get('status') or 'UNKNOWN').upper()
+        health.add_metric([str(check['name'])], HEALTH_CODES.get(status, 3))
+    families.append(health)
+    active = set(snapshot['alerts'])
+    alert = _family(ALERT_ACTIVE)
+    for condition in alerts.CONDITIONS:
+        alert.add_metric([condition], 1 if condition in active else 0)
+    families.append(alert)
+    return families

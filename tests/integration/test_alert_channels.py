@@ -105,6 +105,8 @@ CONDITIONS = [
     (alerts.WHITELIST_STALE, lambda a: a.whitelist(10 ** 6), lambda a: a.whitelist(1)),
     (alerts.PVESH_FAILING, lambda a: a.pvesh(3, 'timed out'), lambda a: a.pvesh(0)),
     (alerts.NODE_HEALTH_CRITICAL, lambda a: a.health('CRITICAL', 'pve-cluster inactive'), lambda a: a.health('OK')),
+    (alerts.ACCOUNTDB_CONFIGURATION, lambda a: a.accountdb_configuration(True, 'HTTP 404'),
+     lambda a: a.accountdb_configuration(False)),
 ]
 
 

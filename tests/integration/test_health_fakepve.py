@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from pve_hooks.health import checks as health
+from pve_hooks.health import runner as health
 from tests.support.accountdb import dev_accountdb  # noqa: F401
 from tests.support.fakepve import fake_node, fake_pve, fake_pve_pki, pve_root  # noqa: F401
 from tests.support.systemctl import make_systemctl
