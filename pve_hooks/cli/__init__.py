@@ -5,6 +5,7 @@ loaded on first use through :class:`Context`, so ``config check`` can report
 errors itself and every other command turns them into one clear message.
 """
 
+import logging
 import sys
 
 import click
@@ -76,8 +77,21 @@ _register()
 
 
 def run():
-    """Console entry point: never shows a traceback for an unexpected error."""
+    """Console entry point: never shows a traceback for an unexpected error.
+
+    Errors a user can fix are click exceptions (their own message and exit
+    status). Anything else is a bug: one line naming it, the traceback only
+    in the debug log, exit 70 (EX_SOFTWARE). Ctrl-C exits 130.
+    """
     try:
         main(standalone_mode=True)
     except KeyboardInterrupt:
         sys.exit(130)
+    except Exception as error:  # noqa: BLE001 - the promise above: a bug is one line, not a traceback
+        logging.getLogger('pve_hooks.cli').debug('traceback of the unexpected error', exc_info=True)
+        try:
+            sys.stderr.write('pve-hooks: unexpected {0} ({1}); this is a bug, please report it with the '
+                             'command you ran\n'.format(type(error).__name__, error))
+        except Exception:  # noqa: BLE001 - stderr itself is gone
+            pass
+        sys.exit(70)

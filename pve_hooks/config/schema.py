@@ -1,8 +1,8 @@
 """The configuration schema: the one place every option, its type and its default live.
 
-This module is imported by the hookscript's hot path, so it uses the standard
-library's built-ins only (no ``re``, ``enum``, ``dataclasses`` or ``typing``;
-``posix`` rather than ``os``: see :mod:`pve_hooks.hook.spool`).
+This module is imported by the hookscript's hot path, so it follows the
+import rules in :mod:`pve_hooks.hook` (built-ins only; no ``re``, ``enum``,
+``dataclasses`` or ``typing``; ``posix`` rather than ``os``).
 
 Each :class:`Option` names a dotted key (``accountdb.url``), a type, a default
 and a one-line description. Types are small objects with a ``convert(value)``
@@ -10,7 +10,7 @@ method that returns the typed value or raises ``ValueError`` with a message
 that completes the sentence "expected ..., got ...".
 """
 
-import posix  # not os: the hookscript starts without site, and importing os costs ~1.2 ms
+import posix  # not os: see pve_hooks.hook
 
 
 class _Type:

@@ -50,6 +50,7 @@ import time
 from pve_hooks.accountdb import errors
 from pve_hooks.proxmox import inventory
 from pve_hooks.proxmox import pvesh
+from pve_hooks.proxmox.attach import attach_guests
 from pve_hooks import statedir as state
 from pve_hooks.accountdb.connection import Deferred
 from pve_hooks.observe.logs import RepeatSummariser
@@ -130,7 +131,7 @@ class InventorySync:
     and ``filter.active`` (whitelist.WhitelistCache), or None.
     ``pvesh_run(settings, path)``: pvesh.run by default.
     ``clock``: epoch seconds. ``attach``: callable(settings, guests) for
-    auto-attach, or None to import pve_hooks.proxmox.attach.attach_guests lazily.
+    auto-attach, or None for pve_hooks.proxmox.attach.attach_guests.
     After each read ``pvesh_failures`` (failed reads in a row) and
     ``pvesh_error`` say how Proxmox answered; the daemon publishes them.
     """
@@ -315,14 +316,7 @@ class InventorySync:
         new = [guest for guest in guests if guest['vmid'] not in set(known)]
         if not new:
             return
-        attach = self.attach
-        if attach is None:
-            try:
-                from pve_hooks.proxmox.attach import attach_guests as attach
-            except ImportError:
-                log.warning('reconcile.auto_attach is on but this installation has no attach module; '
-                            '%d new guest%s not attached', len(new), '' if len(new) == 1 else 's')
-                return
+        attach = self.attach or attach_guests
         names = ', '.join(str(guest['vmid']) for guest in new)
         try:
             summary = attach(self.settings, new)

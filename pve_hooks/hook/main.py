@@ -7,14 +7,10 @@ Proxmox puts in the task log, and to the journal), except with the documented
 opt-ins ``hook.on_error: abort`` / ``hook.chain_on_error: abort``, which only
 affect pre-start. It never touches the network, pvesh or qm.
 
-Hot path: standard library built-ins only (``posix``, ``time``, ``fcntl``,
-``_socket``), not even ``os`` (see :mod:`pve_hooks.hook.spool`: the hookscript
-starts without site, and ``os`` would cost ~1.2 ms); ``subprocess`` is
-imported only when hook.chain_dir holds executables. ``python3 -IS -X
-importtime hookscripts/accountdb-hook 100 pre-start`` shows what it loads.
+On the hot path: it follows the import rules in :mod:`pve_hooks.hook`.
 """
 
-import posix  # not os: see above
+import posix  # not os: see pve_hooks.hook
 import time
 
 from pve_hooks.hook import event

@@ -93,6 +93,30 @@ def test_main_path_without_site_does_not_import_os(site):
     assert len(events(site)[0]) == 1  # the main path really ran: an event was spooled
 
 
+# The hot path's own modules (pve_hooks/hook/__init__.py states the import rules they follow).
+HOT_PATH_MODULES = {'pve_hooks', 'pve_hooks.hook', 'pve_hooks.hook.main', 'pve_hooks.hook.settings',
+                    'pve_hooks.hook.miniyaml', 'pve_hooks.hook.event', 'pve_hooks.hook.spool',
+                    'pve_hooks.hook.journal', 'pve_hooks.config', 'pve_hooks.config.schema'}
+# Standard library modules the rules allow besides what a bare `python3 -IS` already loaded.
+HOT_PATH_STDLIB = {'posix', 'time', 'fcntl', '_socket'}
+
+
+def test_hot_path_under_dash_IS_loads_only_the_hook_subpackage_the_schema_and_builtins(site):
+    """What Proxmox runs (``python3 -IS``), seen through ``-X importtime``: nothing else is imported."""
+    bare = subprocess.run([PYTHON, '-I', '-S', '-X', 'importtime', '-c', 'pass'], capture_output=True, text=True)
+    code = 'import sys; sys.path.insert(0, {0!r})\n'.format(REPO) + EXEC_HOOKSCRIPT.format(
+        path=HOOKSCRIPT, vmid='100', phase='pre-start').replace('import json\n', '')
+    code = code.replace('print(json.dumps(', 'print(repr(')   # json would show up in the import log
+    result = subprocess.run([PYTHON, '-I', '-S', '-X', 'importtime', '-c', code], env=site.env,
+                            capture_output=True, text=True, timeout=60)
+    assert 'exit' in result.stdout and "'exit': 0" in result.stdout, result.stdout + result.stderr
+    added = imported(result.stderr) - imported(bare.stderr)
+    ours = {name for name in added if name.split('.')[0] == 'pve_hooks'}
+    assert ours == HOT_PATH_MODULES   # exactly these: the main path ran, and nothing else of ours came along
+    assert sorted(added - ours - HOT_PATH_STDLIB) == []
+    assert len(events(site)[0]) == 1
+
+
 def test_subprocess_is_imported_only_when_the_chain_dir_has_executables(site):
     assert 'subprocess' not in imported(run_hook(site, '100', 'pre-start', flags=('-X', 'importtime')).stderr)
     site.chain('10-true', 'true')
