@@ -65,19 +65,23 @@ def main():
     print('log record, pve-hooks handler (redact + fields): {0:.2f} us  ratio {1:.2f}x'.format(
         ours_us, ours_us / base_us))
 
-    registry = metrics.Registry()
-    for metric in metrics.METRICS:
-        if metric.type == metrics.COUNTER and not metric.labels:
-            registry.inc(metric.name, 5)
-    for number in range(200):
-        registry.set(metrics.HEALTH_STATUS, number % 4, check='check-{0}'.format(number))
-    for value in range(1000):
-        registry.observe(metrics.DELIVERY_LATENCY, value / 100)
-    text = registry.render()
+    from tests.support.snapshot import snapshot as realistic_snapshot
+
+    snapshot = realistic_snapshot()
+    snapshot['health'] = {'status': 'OK', 'checks': [{'name': 'check-{0}'.format(number),
+                                                      'status': ('OK', 'WARNING', 'CRITICAL', 'UNKNOWN')[number % 4]}
+                                                     for number in range(200)]}
+    registry = metrics.Metrics(snapshot=lambda: snapshot, node='pve1')
+
+    class Pass:   # a delivery pass's result, as daemon.delivery.PassResult counts it
+        accepted, duplicate, rejected, filtered, latencies = 5, 5, 5, 5, [value / 100 for value in range(1000)]
+
+    registry.count_delivery(Pass())
+    text = registry.render().decode()
     render_us = best_us(registry.render, 200)
     with tempfile.TemporaryDirectory() as directory:
         path = os.path.join(directory, 'pve-hooks.prom')
-        write_us = best_us(lambda: metrics.write_textfile(registry, path), 50)
+        write_us = best_us(lambda: registry.write_textfile(path), 50)
     print('metrics render ({0} lines, {1} bytes): {2:.0f} us'.format(text.count('\n'), len(text), render_us))
     print('metrics textfile write incl. fsync + rename: {0:.0f} us  ratio vs render {1:.1f}x'.format(
         write_us, write_us / render_us))
