@@ -130,10 +130,6 @@ class Breaker:
                 data['opened_at'] = self.clock()
         self._update(change)
 
-    def reset(self):
-        """Force the breaker closed (e.g. after the operator fixed AccountDB)."""
-        self.record_success()
-
     # -- persistence ------------------------------------------------------
 
     def _fresh(self):
