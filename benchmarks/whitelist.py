@@ -27,7 +27,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from pve_hooks.accountdb import client as accountdb  # noqa: E402
 from pve_hooks.config import loader as config
-from pve_hooks.whitelist.cache import Filter, WhitelistCache  # noqa: E402
+from pve_hooks.whitelist.cache import WhitelistCache  # noqa: E402
+from pve_hooks.whitelist.filter import Filter  # noqa: E402
 
 GUESTS = 10_000
 ENTRIES = 100_000

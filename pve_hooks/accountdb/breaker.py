@@ -11,10 +11,15 @@ reachable AccountDB and need an operator, not fewer probes: the caller
 retries them at the capped backoff and alerts. Rejections are answers.
 So :meth:`Breaker.record_failure` ignores every kind but ``transient``.
 
-The state lives in ``<paths.state_dir>/breaker.json``, written atomically
-(temporary file, fsync, rename, fsync of the directory) under an advisory
-lock, and re-read before every decision, so a transition made by one
-process is seen by the other. The process that makes a transition calls
+The state lives in ``<paths.state_dir>/breaker.json`` (:data:`pve_hooks.statedir.BREAKER`),
+replaced atomically by :func:`pve_hooks.statedir.write_json`, and re-read
+before every decision, so a transition made by one process is seen by the
+other. Every read-modify-write (the daemon's and the CLI's) holds an
+advisory lock on ``breaker.json.lock``, so two processes never both act on
+the same old state; a read alone takes no lock and creates nothing (the
+file is only ever replaced whole, so a reader sees the old or the new
+state), which keeps read-only commands such as ``pve-hooks status`` from
+creating the state directory. The process that makes a transition calls
 ``on_change(old, new)`` once, so it is logged once. A corrupt file counts as
 closed (with one warning) and is overwritten at the next transition.
 """
@@ -25,6 +30,8 @@ import logging
 import os
 import time
 
+from pve_hooks import statedir
+
 log = logging.getLogger(__name__)
 
 CLOSED = 'closed'
@@ -32,12 +39,10 @@ OPEN = 'open'
 HALF_OPEN = 'half_open'
 STATES = (CLOSED, OPEN, HALF_OPEN)
 
-FILE_NAME = 'breaker.json'
-
 
 def breaker_path(settings):
-    """Return the breaker file's path under ``paths.state_dir``."""
-    return os.path.join(settings['paths.state_dir'], FILE_NAME)
+    """Given Settings, return the breaker file's path under ``paths.state_dir``."""
+    return statedir.path(settings, statedir.BREAKER)
 
 
 def from_settings(settings, clock=time.time, on_change=None):
@@ -76,13 +81,12 @@ class Breaker:
         return self.snapshot()['state']
 
     def snapshot(self):
-        """Return the record without changing it: state (as :attr:`state`), failures, opened_at, changed_at."""
-        lock_fd = self._lock()
-        try:
-            data = self._read()
-        finally:
-            if lock_fd is not None:
-                os.close(lock_fd)
+        """Return the record without changing it: state (as :attr:`state`), failures, opened_at, changed_at.
+
+        Takes no lock and creates no file: the state file is only ever
+        replaced whole, so this reads a complete old or new state.
+        """
+        data = self._read()
         if data['state'] == OPEN and self.clock() - data['opened_at'] >= self.reset_timeout:
             data['state'] = HALF_OPEN
         return data
@@ -126,10 +130,6 @@ class Breaker:
                 data['opened_at'] = self.clock()
         self._update(change)
 
-    def reset(self):
-        """Force the breaker closed (e.g. after the operator fixed AccountDB)."""
-        self.record_success()
-
     # -- persistence ------------------------------------------------------
 
     def _fresh(self):
@@ -166,24 +166,12 @@ class Breaker:
             self._warned_corrupt = True
             log.warning(message, extra={'BREAKER_STATE': CLOSED})
 
-    def _write(self, data):
-        directory = os.path.dirname(self.path) or '.'
-        tmp = '{0}.tmp.{1}'.format(self.path, os.getpid())
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, json.dumps(data, sort_keys=True).encode('utf-8') + b'\n')
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-
     def _lock(self):
-        """Return a file descriptor holding the exclusive lock, or None when it cannot be taken."""
+        """Take the exclusive lock for a read-modify-write (creating the lock file and its directory).
+
+        Return the file descriptor holding it, or None when it cannot be
+        taken (then the caller goes on unlocked, with one warning).
+        """
         try:
             os.makedirs(os.path.dirname(self.path) or '.', mode=0o700, exist_ok=True)
             lock_fd = os.open(self.path + '.lock', os.O_RDWR | os.O_CREAT, 0o600)
@@ -207,7 +195,7 @@ class Breaker:
                 if data['state'] != before['state']:
                     data['changed_at'] = self.clock()
                 try:
-                    self._write(data)
+                    statedir.write_json(self.path, data, mode=0o600)
                     self._memory = None
                 except OSError as error:
                     if self._memory is None:

@@ -4,9 +4,9 @@ Contract: docs/accountdb-api.md. Each public method sends exactly one HTTP
 request (``send_events_bisect`` sends several) and either returns the
 validated answer or raises an :class:`pve_hooks.accountdb.errors.AccountDBError`
 whose ``kind`` says what to do. There is no retry loop in here: the daemon
-owns retries, backoff and the circuit breaker so it can keep its events and
-log state changes once; :func:`call_with_retry` is a small loop for
-one-shot CLI commands.
+owns retries, backoff and the circuit breaker
+(:class:`pve_hooks.accountdb.connection.Connection`) so it can keep its
+events and log state changes once.
 
 The token is read from ``accountdb.token_file`` before every request (a
 stat and a small read), so a rotated token is used without a restart. It is
@@ -17,7 +17,6 @@ import collections
 import gzip
 import json
 import logging
-import random
 import time
 import urllib.parse
 
@@ -372,36 +371,3 @@ def validate_results(events, data):
         aligned.append(result)
     return aligned
 
-
-def call_with_retry(fn, settings, max_attempts, sleep=time.sleep, rand=random.random, breaker=None,
-                    retry_kinds=(errors.TRANSIENT,)):
-    """Call ``fn()`` until it succeeds, retrying transient failures; for one-shot CLI commands.
-
-    Waits :func:`backoff.delay_for` between attempts (``sleep`` and
-    ``rand`` injected). With a ``breaker``: refuse to call while it is open
-    (raise TransientError saying when it half-opens) and record each outcome.
-    Return fn's result; raise the last AccountDBError after ``max_attempts``,
-    or at once for kinds not in ``retry_kinds``.
-    """
-    attempt = 0
-    while True:
-        attempt += 1
-        if breaker is not None and not breaker.allow():
-            raise errors.TransientError(
-                'AccountDB circuit breaker is open after repeated failures; next probe in {0:.0f} s'.format(
-                    breaker.retry_in()))
-        try:
-            result = fn()
-        except errors.AccountDBError as error:
-            if breaker is not None:
-                breaker.record_failure(error.kind)
-            if error.kind not in retry_kinds or attempt >= max_attempts:
-                raise
-            wait = backoff.delay_for(settings, attempt, rand, retry_after=error.retry_after)
-            log.info('AccountDB request failed (%s); retry %d of %d in %.1f s', error, attempt,
-                     max_attempts - 1, wait, extra={'HTTP_STATUS': error.status})
-            sleep(wait)
-            continue
-        if breaker is not None:
-            breaker.record_success()
-        return result

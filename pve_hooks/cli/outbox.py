@@ -6,6 +6,7 @@ import time
 import click
 
 from pve_hooks.cli import UserError
+from pve_hooks.outbox import admin
 from pve_hooks.outbox.store import Outbox
 
 
@@ -68,16 +69,16 @@ def list_(obj, which, limit):
     box = _outbox(obj)
     now = time.time()
     if which == 'quarantine':
-        rows = _guard(box.list_quarantine)[:limit]
+        rows = _guard(admin.list_quarantine, box)[:limit]
         for name, reason in rows:
             click.echo('{0}  {1}'.format(name, (reason or {}).get('reason', '(no reason recorded)')))
         return
     if which == 'dead':
-        for entry, reason in _guard(box.list_dead)[:limit]:
+        for entry, reason in _guard(admin.list_dead, box)[:limit]:
             click.echo('{0}  vmid {1:<9}  {2}  {3}'.format(entry.event_id, entry.vmid, _age(now - entry.mtime),
                                                           (reason or {}).get('reason', '(no reason recorded)')))
         return
-    for entry in _guard(box.list_ready, limit):
+    for entry in _guard(admin.list_ready, box, limit):
         click.echo('{0}  seq {1}  vmid {2:<9}  age {3}'.format(entry.event_id, entry.seq, entry.vmid,
                                                                 _age(now - entry.mtime)))
 
@@ -87,7 +88,7 @@ def list_(obj, which, limit):
 @click.pass_obj
 def show(obj, event_id):
     """Print one event (JSON) and where it is: ready, claimed, dead or quarantine."""
-    found = _guard(_outbox(obj).show, event_id.strip().lower())
+    found = _guard(admin.show, _outbox(obj), event_id.strip().lower())
     if found is None:
         raise UserError('event {0} is not in the outbox (it may have been delivered); list events with '
                         'pve-hooks outbox list'.format(event_id))
@@ -103,7 +104,7 @@ def retry(obj, dead):
     """Send dead events again (--dead); waiting events are retried by the daemon by itself."""
     box = _outbox(obj)
     if dead:
-        moved = _guard(box.retry_dead)
+        moved = _guard(admin.retry_dead, box)
         click.echo('{0} dead events moved back to ready; the daemon sends them next'.format(moved))
         return
     stats = _guard(box.stats)
@@ -118,7 +119,7 @@ def purge(obj, dead):
     """Delete dead events for good (--dead)."""
     if not dead:
         raise click.UsageError('purge needs --dead (only dead events can be purged)')
-    removed = _guard(_outbox(obj).purge_dead)
+    removed = _guard(admin.purge_dead, _outbox(obj))
     click.echo('{0} dead events deleted'.format(removed))
 
 

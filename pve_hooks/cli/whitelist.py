@@ -1,7 +1,8 @@
 """``pve-hooks whitelist show|refresh|check|add|remove|set``: the VMID whitelist from the shell.
 
-The logic lives in :mod:`pve_hooks.whitelist.cache`; this module maps options onto
-it and turns failures into one line and an exit code.
+The logic lives in :mod:`pve_hooks.whitelist.cache` (show, refresh, check) and
+:mod:`pve_hooks.whitelist.edit` (add, remove, set); this module maps options
+onto it and turns failures into one line and an exit code.
 """
 
 import contextlib
@@ -14,6 +15,7 @@ import click
 
 from pve_hooks.accountdb import errors
 from pve_hooks.whitelist import cache as whitelist
+from pve_hooks.whitelist import edit
 from pve_hooks.observe.logs import format_duration
 from pve_hooks.whitelist.vmidset import InputError, parse_item, parse_items
 
@@ -69,8 +71,8 @@ def _input_failure(error):
 
 @contextlib.contextmanager
 def _quiet_warnings():
-    """The command prints its own one-line outcome; the cache's warnings would repeat it."""
-    logger = logging.getLogger(whitelist.__name__)
+    """The command prints its own one-line outcome; the whitelist modules' warnings would repeat it."""
+    logger = logging.getLogger('pve_hooks.whitelist')   # the parent of cache, filter and edit
     level = logger.level
     logger.setLevel(logging.ERROR)
     try:
@@ -202,10 +204,10 @@ def _apply(obj, **kwargs):
     client = _client(settings)
     try:
         with _quiet_warnings():
-            sent = whitelist.change(client, cache, limit=settings['whitelist.max_change'], **kwargs)
+            sent = edit.change(client, cache, limit=settings['whitelist.max_change'], **kwargs)
     except InputError as error:
         raise _input_failure(error)
-    except whitelist.ConcurrentChange as error:
+    except edit.ConcurrentChange as error:
         raise WhitelistFailure(str(error), EXIT_CONFLICT)
     except errors.AccountDBError as error:
         raise _from_accountdb_error(error, 'whitelist not changed')

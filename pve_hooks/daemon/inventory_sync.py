@@ -57,8 +57,6 @@ from pve_hooks.observe.logs import RepeatSummariser
 
 log = logging.getLogger(__name__)
 
-STATE_FILE = 'inventory.json'
-
 # run() outcomes
 SENT = 'sent'              # PUT acknowledged by AccountDB
 UNCHANGED = 'unchanged'    # read OK, same hash as acknowledged: nothing sent
@@ -69,8 +67,8 @@ REJECTED = 'rejected'      # AccountDB refused the inventory (400/422): logged, 
 
 
 def state_path(settings):
-    """Return ``<paths.state_dir>/inventory.json``."""
-    return os.path.join(settings['paths.state_dir'], STATE_FILE)
+    """Given Settings, return ``<paths.state_dir>/inventory.json`` (:data:`pve_hooks.statedir.INVENTORY`)."""
+    return state.path(settings, state.INVENTORY)
 
 
 def cluster_name(pve_root):

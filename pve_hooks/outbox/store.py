@@ -1,9 +1,10 @@
-"""The durable local outbox: the daemon's (and the CLI's) view of the spool.
+"""The durable local outbox: the daemon's view of the spool.
 
 The hookscript writes events with :func:`pve_hooks.hook.spool.spool_event`; the
 daemon lists them in ``seq`` order, claims, acknowledges, releases or
 declares them dead. Layout and write protocol: :mod:`pve_hooks.hook.spool` and
-docs/architecture-outbox.md.
+docs/architecture-outbox.md. What the operator does with the events set
+aside (list, show, retry, purge) is in :mod:`pve_hooks.outbox.admin`.
 
 Rules kept here: a corrupt or unreadable file never crashes the reader and
 never blocks the rest (it is moved to quarantine/ with a logged reason);
@@ -18,7 +19,7 @@ import time
 from pve_hooks.hook import event as event_mod
 from pve_hooks.config import schema
 from pve_hooks.hook import spool
-from pve_hooks.hook.spool import CLAIMED, DEAD, QUARANTINE, READY, TMP
+from pve_hooks.hook.spool import CLAIMED, DEAD, QUARANTINE, READY
 
 log = logging.getLogger(__name__)
 REASON_SUFFIX = '.reason'
@@ -67,7 +68,8 @@ class Outbox:
         return cls(settings['paths.spool_dir'], clock, settings['outbox.max_events'],
                    settings['outbox.max_bytes'], settings['outbox.tmp_max_age'])
 
-    def _dir(self, sub):
+    def subdir(self, sub):
+        """Return the path of the outbox directory ``sub`` (hook.spool's READY, CLAIMED, DEAD, QUARANTINE, TMP)."""
         return self._dirs[sub]
 
     def ensure(self):
@@ -95,18 +97,18 @@ class Outbox:
 
     # -- reading -----------------------------------------------------------
 
-    def _entries(self, sub):
-        """Return the event files in ``sub`` whose names parse, unsorted, stat()ed (size, mtime)."""
-        directory = self._dir(sub)
+    def entries(self, sub):
+        """Given a subdirectory (READY, CLAIMED, DEAD, QUARANTINE), return [Entry] for its events.
+
+        Only files whose names parse are returned, unsorted, stat()ed (size,
+        mtime); a missing directory is empty. Raise OSError if it cannot be
+        listed.
+        """
         result = []
-        try:
-            items = list(os.scandir(directory))
-        except FileNotFoundError:
-            return result
         sidecars = sub in (DEAD, QUARANTINE)  # <name>.reason and .<name>.tmp live there
-        for item in items:
+        for item in scan_dir(self.subdir(sub)):
             name = item.name
-            if sidecars and (name.startswith('.') or name.endswith(REASON_SUFFIX)):
+            if sidecars and is_sidecar(name):
                 continue
             parsed = spool.parse_name(name)
             if parsed is None:
@@ -118,27 +120,6 @@ class Outbox:
             result.append(Entry(name, parsed[0], parsed[1], parsed[2], item.path, info.st_size, info.st_mtime))
         return result
 
-    def list_ready(self, limit=None):
-        """Return up to ``limit`` (None: all) Entries in ready/, oldest ``seq`` first.
-
-        Files whose names do not parse are quarantined, never returned. Only
-        the returned files are stat()ed (for ``size`` and ``mtime``).
-        """
-        entries = []
-        for name in self.ready_names():
-            if limit is not None and len(entries) >= limit:
-                break
-            entry = self.ready_entry(name)
-            if entry is None:
-                continue
-            try:
-                info = os.lstat(entry.path)
-            except FileNotFoundError:
-                continue  # claimed or acknowledged meanwhile
-            entry.size, entry.mtime = info.st_size, info.st_mtime
-            entries.append(entry)
-        return entries
-
     def ready_names(self):
         """Return the file names in ready/, sorted (so events come oldest ``seq`` first): one listing.
 
@@ -147,7 +128,7 @@ class Outbox:
         OSError if ready/ cannot be listed (a missing ready/ is empty).
         """
         try:
-            names = os.listdir(self._dir(READY))
+            names = os.listdir(self.subdir(READY))
         except FileNotFoundError:
             return []
         names.sort()   # zero-padded seq first: name order is seq order
@@ -161,7 +142,7 @@ class Outbox:
         moved to quarantine/ (logged), as a file there never blocks the rest.
         """
         parsed = spool.parse_name(name)
-        path = self._dir(READY) + '/' + name
+        path = self.subdir(READY) + '/' + name
         if parsed is None:
             self.quarantine(path, BAD_NAME)
             return None
@@ -177,7 +158,7 @@ class Outbox:
         pending = []
         for sub in (READY, CLAIMED):
             try:
-                names = os.listdir(self._dir(sub))
+                names = os.listdir(self.subdir(sub))
             except FileNotFoundError:
                 continue
             pending.extend((name, sub) for name in names
@@ -190,8 +171,8 @@ class Outbox:
         Return the event dict; None when the file is gone (already claimed or
         acknowledged) or was quarantined because it is unreadable or invalid.
         """
-        claimed = self._dir(CLAIMED) + '/' + entry.name
-        ready = self._dir(READY) + '/' + entry.name
+        claimed = self.subdir(CLAIMED) + '/' + entry.name
+        ready = self.subdir(READY) + '/' + entry.name
         try:
             os.rename(ready, claimed)
         except FileNotFoundError:
@@ -201,13 +182,19 @@ class Outbox:
             os.rename(ready, claimed)
         entry.path = claimed
         try:
-            return self._read_event(claimed, entry)
+            return self.read_event(claimed, entry)
         except (OSError, ValueError) as error:
             self.quarantine(claimed, str(error))
             return None
 
-    def _read_event(self, path, entry=None):
-        """Read and validate the event at ``path``; fill in ``entry``'s size and mtime from the open file."""
+    def read_event(self, path, entry=None):
+        """Given a file's path (and its Entry, or None), return the event it holds, validated.
+
+        ``entry``'s size and mtime are filled in from the open file, and its
+        name must match the event's event_id, seq and vmid. Raise OSError if
+        the file cannot be read, ValueError if it is too large, not JSON,
+        fails :func:`pve_hooks.hook.event.validate` or does not match ``entry``.
+        """
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)   # not open(): no buffer objects for one small read
         try:
             data = os.read(fd, event_mod.MAX_EVENT_BYTES + 1)
@@ -245,7 +232,7 @@ class Outbox:
         deduplicates them); raise OSError only if the counters cannot be
         updated (the files are removed by then; recover() recounts).
         """
-        directory = self._dir(CLAIMED) + '/'
+        directory = self.subdir(CLAIMED) + '/'
         failed = []
         count = size = 0
         for entry in entries:
@@ -277,8 +264,8 @@ class Outbox:
         synced (the moves are done by then; a rename is atomic, so after a
         crash each file is in claimed/ or ready/, and recover() takes both).
         """
-        ready = self._dir(READY) + '/'
-        claimed = self._dir(CLAIMED) + '/'
+        ready = self.subdir(READY) + '/'
+        claimed = self.subdir(CLAIMED) + '/'
         failed = []
         moved = False
         for entry in entries:
@@ -292,7 +279,7 @@ class Outbox:
             entry.path = ready + entry.name
             moved = True
         if moved:
-            spool.fsync_dir(self._dir(READY))
+            spool.fsync_dir(self.subdir(READY))
         return failed
 
     def dead(self, entry, reason):
@@ -303,11 +290,11 @@ class Outbox:
         """
         self._write_reason(DEAD, entry.name, reason, CLAIMED)
         try:
-            os.rename(os.path.join(self._dir(CLAIMED), entry.name), os.path.join(self._dir(DEAD), entry.name))
+            os.rename(os.path.join(self.subdir(CLAIMED), entry.name), os.path.join(self.subdir(DEAD), entry.name))
         except FileNotFoundError:
-            _remove(os.path.join(self._dir(DEAD), entry.name + REASON_SUFFIX))
+            remove_file(os.path.join(self.subdir(DEAD), entry.name + REASON_SUFFIX))
             return
-        spool.fsync_dir(self._dir(DEAD))
+        spool.fsync_dir(self.subdir(DEAD))
         self._adjust(-1, -entry.size)
 
     def quarantine(self, path_or_name, reason):
@@ -319,27 +306,27 @@ class Outbox:
         if os.sep in path_or_name:
             path = path_or_name
         else:
-            path = os.path.join(self._dir(READY), path_or_name)
+            path = os.path.join(self.subdir(READY), path_or_name)
             if not os.path.lexists(path):
-                path = os.path.join(self._dir(CLAIMED), path_or_name)
+                path = os.path.join(self.subdir(CLAIMED), path_or_name)
         source = os.path.basename(os.path.dirname(path))
         name = os.path.basename(path)
         target_name = name
         if name.endswith(REASON_SUFFIX) or name.startswith('.') or os.path.lexists(
-                os.path.join(self._dir(QUARANTINE), name)):
+                os.path.join(self.subdir(QUARANTINE), name)):
             target_name = '{0}.{1}.file'.format(name.lstrip('.'), time.time_ns())
         try:
             size = os.lstat(path).st_size
         except FileNotFoundError:
             return None
         self._write_reason(QUARANTINE, target_name, reason, source)
-        target = os.path.join(self._dir(QUARANTINE), target_name)
+        target = os.path.join(self.subdir(QUARANTINE), target_name)
         try:
             os.rename(path, target)
         except FileNotFoundError:
-            _remove(target + REASON_SUFFIX)
+            remove_file(target + REASON_SUFFIX)
             return None
-        spool.fsync_dir(self._dir(QUARANTINE))
+        spool.fsync_dir(self.subdir(QUARANTINE))
         if source in (READY, CLAIMED) and spool.parse_name(name) is not None:
             self._adjust(-1, -size)
         log.error('outbox file %s moved to %s: %s', path, target, reason)
@@ -347,7 +334,7 @@ class Outbox:
 
     def _write_reason(self, sub, name, reason, source):
         record = {'time': event_mod.format_time(int(self.clock() * 1e9)), 'reason': reason, 'from': source}
-        directory = self._dir(sub)
+        directory = self.subdir(sub)
         data = (json.dumps(record) + '\n').encode('utf-8')
         spool.write_file(os.path.join(directory, '.{0}.{1}.tmp'.format(name, time.time_ns())),
                          os.path.join(directory, name + REASON_SUFFIX), data)
@@ -360,92 +347,16 @@ class Outbox:
     def recover(self):
         """Repair after a crash; call once at daemon start before anything else.
 
-        Return claimed events to ready/, remove tmp/ files older than
-        ``tmp_max_age``, quarantine badly named files in ready/, recompute the
-        counters (and raise ``seq`` to the highest seen). Return a dict
-        {released, tmp_removed, quarantined, depth, bytes}.
-
-        Hookscripts keep spooling during the recount; what they reserve
-        meanwhile is counted exactly. Only an event whose write was in
-        progress at the very start of the recount can be missed (its file
-        not yet in ready/); the next start counts it.
+        Return {released, tmp_removed, quarantined, depth, bytes}; raise
+        OSError. What it repairs and how: :func:`pve_hooks.outbox.recovery.recover`.
         """
-        self.ensure()
-        claimed = self._entries(CLAIMED)
-        failed = self.release_many(claimed)
-        if failed:
-            raise failed[0][1]
-        released = len(claimed)
-        tmp_removed = 0
-        now = self.clock()
-        for item in _scan(self._dir(TMP)):
-            try:
-                if now - item.stat(follow_symlinks=False).st_mtime > self.tmp_max_age:
-                    os.unlink(item.path)
-                    tmp_removed += 1
-            except FileNotFoundError:
-                pass
-        quarantined = 0
-        bad = []
-        with spool.StateLock(self.spool_dir) as state:
-            before = (state.seq, state.count, state.bytes)
-        # Hookscripts do not wait for this scan. An event they reserve meanwhile gets a seq above
-        # both the stored seq and the time now in microseconds (spool.spool_event), so the scan
-        # leaves it out and the counters' own change below keeps it.
-        up_to = max(before[0], int(self.clock() * 1e6) - 1)
-        depth, size, highest, later = self._tally_ready(bad, up_to)
-        for path in bad:
-            if self.quarantine(path, BAD_NAME):
-                quarantined += 1
-        for item in _scan(self._dir(CLAIMED)):  # left over with a bad name
-            if spool.parse_name(item.name) is None and self.quarantine(item.path, 'unexpected file in claimed/'):
-                quarantined += 1
-        highest = max([highest] + [entry.seq for entry in self._entries(DEAD)])
-        with spool.StateLock(self.spool_dir) as state:
-            depth += max(0, state.count - before[1])
-            size += max(0, state.bytes - before[2])
-            for seq, file_size in later:   # above every seq reserved: not a reservation (clock stepped back)
-                if seq > state.seq:
-                    depth += 1
-                    size += file_size
-            state.count = depth
-            state.bytes = size
-            state.seq = max(state.seq, highest)
-            state.save()
-        result = {'released': released, 'tmp_removed': tmp_removed, 'quarantined': quarantined,
-                  'depth': depth, 'bytes': size}
-        if released or tmp_removed or quarantined:
-            log.info('outbox recovered: %d claimed events returned to ready, %d stale tmp files removed, '
-                     '%d files quarantined', released, tmp_removed, quarantined)
-        return result
+        from pve_hooks.outbox import recovery   # here, not at the top: recovery builds on this module
 
-    def _tally_ready(self, bad, up_to):
-        """Count the events in ready/ whose seq is at most ``up_to``.
+        return recovery.recover(self)
 
-        Return (count, bytes, highest seq of all, [(seq, size)] of the events
-        above ``up_to``); append bad names' paths to ``bad``. One scan and one
-        stat per file: a restart with a backlog of 100,000 events recounts
-        them in well under a second.
-        """
-        count = size = highest = 0
-        later = []
-        for item in _scan(self._dir(READY)):
-            parsed = spool.parse_name(item.name)
-            if parsed is None:
-                bad.append(item.path)
-                continue
-            try:
-                file_size = item.stat(follow_symlinks=False).st_size
-            except FileNotFoundError:
-                continue  # claimed or acknowledged meanwhile
-            seq = parsed[0]
-            highest = max(highest, seq)
-            if seq > up_to:
-                later.append((seq, file_size))
-            else:
-                count += 1
-                size += file_size
-        return count, size, highest, later
+    def quarantine_names(self):
+        """Return the names of the files in quarantine/ (not their reasons), sorted. Raise OSError."""
+        return sorted(item.name for item in scan_dir(self.subdir(QUARANTINE)) if not is_sidecar(item.name))
 
     def stats(self):
         """Return {depth, bytes, oldest_age, dead, quarantine, dropped, spooled, hookscript_errors, spooled_seq}.
@@ -465,7 +376,7 @@ class Outbox:
         if pending:   # the oldest that still exists: one stat, unless it just went
             for name, sub in _oldest_first(pending):
                 try:
-                    oldest_mtime = os.stat(self._dir(sub) + '/' + name).st_mtime
+                    oldest_mtime = os.stat(self.subdir(sub) + '/' + name).st_mtime
                     break
                 except FileNotFoundError:
                     continue
@@ -474,66 +385,9 @@ class Outbox:
             size = state.bytes
         return {'depth': len(pending), 'bytes': size if pending else 0,
                 'oldest_age': None if oldest_mtime is None else max(0.0, self.clock() - oldest_mtime),
-                'dead': len(self._entries(DEAD)),
-                'quarantine': sum(1 for item in _scan(self._dir(QUARANTINE))
-                                  if not item.name.startswith('.') and not item.name.endswith(REASON_SUFFIX)),
+                'dead': len(self.entries(DEAD)),
+                'quarantine': len(self.quarantine_names()),
                 'dropped': dropped, 'spooled': spooled, 'hookscript_errors': errors, 'spooled_seq': seq}
-
-    def list_dead(self):
-        """Return [(Entry, reason dict or None)] for dead/, oldest first."""
-        result = []
-        for entry in sorted(self._entries(DEAD), key=lambda entry: entry.name):
-            result.append((entry, _read_reason(entry.path + REASON_SUFFIX)))
-        return result
-
-    def list_quarantine(self):
-        """Return [(name, reason dict or None)] for quarantine/, by name."""
-        names = sorted(item.name for item in _scan(self._dir(QUARANTINE))
-                       if not item.name.startswith('.') and not item.name.endswith(REASON_SUFFIX))
-        return [(name, _read_reason(os.path.join(self._dir(QUARANTINE), name + REASON_SUFFIX)))
-                for name in names]
-
-    def retry_dead(self):
-        """Move every dead event back to ready/; return how many."""
-        moved = 0
-        for entry in self._entries(DEAD):
-            try:
-                os.rename(entry.path, os.path.join(self._dir(READY), entry.name))
-            except FileNotFoundError:
-                continue
-            _remove(entry.path + REASON_SUFFIX)
-            self._adjust(1, entry.size)
-            moved += 1
-        if moved:
-            spool.fsync_dir(self._dir(READY))
-        return moved
-
-    def purge_dead(self):
-        """Delete every dead event and its reason; return how many events."""
-        removed = 0
-        for entry in self._entries(DEAD):
-            if _remove(entry.path):
-                removed += 1
-            _remove(entry.path + REASON_SUFFIX)
-        return removed
-
-    def show(self, event_id):
-        """Return (state, event dict or None if unreadable) for ``event_id``; None if not found.
-
-        ``state`` is ready, claimed, dead or quarantine.
-        """
-        for sub in (READY, CLAIMED, DEAD, QUARANTINE):
-            for item in _scan(self._dir(sub)):
-                parsed = spool.parse_name(item.name)
-                if parsed is None and sub == QUARANTINE and ('-' + event_id + '.json') in item.name:
-                    parsed = (None, None, event_id)
-                if parsed is None or parsed[2] != event_id or item.name.endswith(REASON_SUFFIX):
-                    continue
-                try:
-                    return sub, self._read_event(item.path)
-                except (OSError, ValueError):
-                    return sub, None
-        return None
 
 
 def _or_default(value, key):
@@ -546,24 +400,24 @@ def _oldest_first(items):
     yield from sorted(items)[1:]
 
 
-def _scan(directory):
+def is_sidecar(name):
+    """Return True if ``name`` in dead/ or quarantine/ is a reason (``<name>.reason``) or being written (``.*``)."""
+    return name.startswith('.') or name.endswith(REASON_SUFFIX)
+
+
+def scan_dir(directory):
+    """Return ``directory``'s os.DirEntry items, unsorted ([] if it is missing). Raise OSError."""
     try:
         return list(os.scandir(directory))
     except FileNotFoundError:
         return []
 
 
-def _remove(path):
+def remove_file(path):
+    """Delete ``path``; return True, or False if it was already gone. Raise OSError."""
     try:
         os.unlink(path)
         return True
     except FileNotFoundError:
         return False
 
-
-def _read_reason(path):
-    try:
-        with open(path, 'rb') as stream:
-            return json.loads(stream.read(65536).decode('utf-8'))
-    except (OSError, ValueError):
-        return None

@@ -5,20 +5,21 @@ resolves to ``<storage path>/snippets/<file>`` on every node that starts the
 guest. The package ships the script at ``proxmox.hookscript_source``; this
 module copies it (never a symlink: the storage may be shared or re-mounted)
 into the snippets directory of ``proxmox.snippets_storage`` and records the
-copy's SHA-256 in ``paths.state_dir`` so that a later upgrade refreshes it and
-a removal deletes it only while it is ours and unchanged.
+copy's SHA-256 in ``<paths.state_dir>/snippet.json`` (:data:`pve_hooks.statedir.SNIPPET`)
+so that a later upgrade refreshes it and a removal deletes it only while it
+is ours and unchanged. Both files are written by
+:func:`pve_hooks.statedir.atomic_write`.
 
 The maintainer scripts call this through ``pve-hooks snippets install|remove``.
 """
 
 import hashlib
-import json
 import os
 
+from pve_hooks import statedir
 from pve_hooks.proxmox import guestconf
 
 HOOKSCRIPT_NAME = 'accountdb-hook'
-RECORD_FILE = 'snippet.json'
 # Storage types whose content lives under a directory; those without an
 # explicit ``path`` are mounted by Proxmox at /mnt/pve/<storage>.
 MOUNTED_TYPES = ('nfs', 'cifs', 'cephfs', 'glusterfs')
@@ -155,52 +156,27 @@ def _source_sha(settings):
                             'proxmox.hookscript_source'.format(source, error.strerror))
 
 
-def _record_path(settings):
-    return os.path.join(settings['paths.state_dir'], RECORD_FILE)
-
-
 def read_record(settings):
-    """Return the recorded {'path', 'sha256'} of the copy we installed, or None."""
-    try:
-        with open(_record_path(settings), 'rb') as stream:
-            record = json.loads(stream.read().decode('utf-8'))
-    except (OSError, ValueError):
-        return None
-    if isinstance(record, dict) and isinstance(record.get('path'), str) and isinstance(record.get('sha256'), str):
+    """Given Settings, return the recorded {'path', 'sha256'} of the copy we installed, or None.
+
+    None also when the record is unreadable or malformed (a warning is
+    logged for a corrupt file): the copy is then treated as not ours.
+    """
+    record = statedir.read_json(statedir.path(settings, statedir.SNIPPET))
+    if record is not None and isinstance(record.get('path'), str) and isinstance(record.get('sha256'), str):
         return record
     return None
 
 
 def _write_record(settings, path, sha):
-    state_dir = settings['paths.state_dir']
-    os.makedirs(state_dir, 0o700, exist_ok=True)
-    _atomic_write(_record_path(settings), json.dumps({'path': path, 'sha256': sha}).encode() + b'\n', 0o600)
+    statedir.write_json(statedir.path(settings, statedir.SNIPPET), {'path': path, 'sha256': sha}, mode=0o600)
 
 
 def _drop_record(settings):
     try:
-        os.unlink(_record_path(settings))
+        os.unlink(statedir.path(settings, statedir.SNIPPET))
     except FileNotFoundError:
         pass
-
-
-def _atomic_write(path, data, mode):
-    tmp = '{0}.tmp-{1}'.format(path, os.getpid())
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fchmod(fd, mode)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.rename(tmp, path)
-    dir_fd = os.open(os.path.dirname(path) or '.', os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def status(settings):
@@ -252,7 +228,7 @@ def install(settings, force=False):
     try:
         with open(source, 'rb') as stream:
             data = stream.read()
-        _atomic_write(found.path, data, 0o755)
+        statedir.atomic_write(found.path, data, 0o755)
     except OSError as error:
         raise SnippetsError('{0}: cannot write the hookscript ({1})'.format(found.path, error.strerror))
     _write_record(settings, found.path, sha)

@@ -1,10 +1,12 @@
-"""The VMID whitelist: per-guest filter, persistent cache, conditional refresh, bulk changes.
+"""The VMID whitelist's cache: the last list fetched, on disk, and its conditional refresh.
 
 AccountDB's whitelist says which guests this node reports: a non-empty list
-means "only these VMIDs", an empty one means "all guests".
+means "only these VMIDs", an empty one means "all guests"
+(:mod:`pve_hooks.whitelist.filter` applies it per guest).
 
 :class:`WhitelistCache` keeps the last list fetched in
-``<paths.state_dir>/whitelist.json`` (written atomically) with its ETag,
+``<paths.state_dir>/whitelist.json`` (:data:`pve_hooks.statedir.WHITELIST`,
+written atomically by :func:`pve_hooks.statedir.write_json`) with its ETag,
 Last-Modified and fetch time, so a restart needs no fetch and a node that
 cannot reach AccountDB keeps filtering with the last known list. Refreshes
 are conditional (``If-None-Match``/``If-Modified-Since``): a 304 costs no
@@ -21,8 +23,8 @@ What happens when things go wrong (docs/whitelist.md says the same):
 - the cache file is corrupt: it is renamed to ``whitelist.json.corrupt-<time>``,
   one WARNING names it, and the node continues as with no cache.
 
-:func:`change` applies an add/remove/set as ONE bulk request with
-``If-Match``; a 412 refetches the cache and raises :class:`ConcurrentChange`.
+The operator's add/remove/set, sent as ONE bulk request with ``If-Match``,
+is :mod:`pve_hooks.whitelist.edit`.
 """
 
 import json
@@ -30,14 +32,15 @@ import logging
 import os
 import time
 
+from pve_hooks import statedir
+from pve_hooks.accountdb.errors import AccountDBError
 from pve_hooks.config import schema
-from pve_hooks.accountdb.errors import AccountDBError, PreconditionFailed
 from pve_hooks.observe.logs import format_duration
-from pve_hooks.whitelist.vmidset import InputError, VmidSet
+from pve_hooks.whitelist.filter import Filter, NoListFilter
+from pve_hooks.whitelist.vmidset import VmidSet
 
 log = logging.getLogger(__name__)
 
-CACHE_FILE = 'whitelist.json'
 FORMAT_VERSION = 1
 
 # refresh() outcomes
@@ -54,72 +57,10 @@ NO_CACHE = 'no-cache'      # no list was ever fetched: nothing is filtered
 
 NO_CACHE_WARNING = ('no cached VMID whitelist and fetching it failed ({0}): reporting ALL guests '
                     '(nothing filtered) until the first successful fetch; retrying every {1}')
-UNFILTERED_WARNING = ('no VMID whitelist fetched yet ({0} holds none): reporting ALL guests (nothing '
-                      'filtered) until the first successful fetch')
 
 
 def _schema_default(key):
     return schema.BY_KEY[key].default
-
-
-class Filter:
-    """Which guests to report. ``allows(vmid)`` is one frozenset lookup (O(1)).
-
-    ``vmids`` None (no list cached) or empty (AccountDB says "all") allow
-    every guest; ``active`` is True when the filter actually restricts.
-    """
-
-    def __init__(self, vmids=None):
-        self._vmids = frozenset(vmids) if vmids else None
-        self.active = self._vmids is not None
-        if self.active:
-            # The set's own membership test, bound once: a C call per guest, no Python frame.
-            self.allows = self._vmids.__contains__
-
-    def allows(self, vmid):
-        """Return True when guest ``vmid`` (an int) is reported (this method: no list, allow all)."""
-        return True
-
-    def select(self, vmids):
-        """Given an iterable of VMIDs, return the list of those allowed (order kept)."""
-        allowed = self._vmids
-        if allowed is None:
-            return list(vmids)
-        return [vmid for vmid in vmids if vmid in allowed]
-
-    def __len__(self):
-        return len(self._vmids) if self._vmids is not None else 0
-
-
-class _NoListFilter(Filter):
-    """The filter while no list was ever fetched: allows all and logs UNFILTERED_WARNING on first use.
-
-    ``warned`` is a one-element list shared by every such filter of one
-    cache, so the warning is logged once per cache (per process), not once
-    per reload of the file.
-    """
-
-    def __init__(self, path, warned):
-        Filter.__init__(self, None)
-        self._path = path
-        self._warned = warned
-
-    def _warn(self):
-        if not self._warned[0]:
-            self._warned[0] = True
-            log.warning(UNFILTERED_WARNING.format(self._path))
-
-    def allows(self, vmid):
-        self._warn()
-        return True
-
-    def select(self, vmids):
-        self._warn()
-        return list(vmids)
-
-
-class ConcurrentChange(Exception):
-    """AccountDB's whitelist changed since it was read (412); the cache has been refetched."""
 
 
 def _empty_record():
@@ -169,7 +110,7 @@ class WhitelistCache:
     """
 
     def __init__(self, state_dir, clock=time.time, refresh_interval=None, max_stale=None, source=None):
-        self.path = os.path.join(state_dir, CACHE_FILE)
+        self.path = os.path.join(state_dir, statedir.WHITELIST)
         self.clock = clock
         self.source = source
         self.refresh_interval = float(refresh_interval if refresh_interval is not None
@@ -179,7 +120,7 @@ class WhitelistCache:
         self.last_exception = None   # the error of the last failed refresh in this process
         self._record = _empty_record()
         self._unfiltered_warned = [False]
-        self._set_filter(_NoListFilter(self.path, self._unfiltered_warned))
+        self._set_filter(NoListFilter(self.path, self._unfiltered_warned))
         self._set = None
         self._file_id = None
         self._failing = False         # this process has logged the transition to failing
@@ -257,10 +198,8 @@ class WhitelistCache:
         return True
 
     def save(self):
-        """Write the cache file atomically (temporary file, fsync, rename, fsync dir). Raise OSError."""
-        from pve_hooks.statedir import write_json
-
-        write_json(self.path, self._record, mode=0o644)
+        """Write the cache file atomically (:func:`pve_hooks.statedir.write_json`). Raise OSError."""
+        statedir.write_json(self.path, self._record, mode=0o644)
         self._file_id = self._stat_id()
 
     def _save_quietly(self):
@@ -275,7 +214,7 @@ class WhitelistCache:
         self._file_id = file_id
         vmids = record['vmids']
         if vmids is None:
-            self._set_filter(_NoListFilter(self.path, self._unfiltered_warned))
+            self._set_filter(NoListFilter(self.path, self._unfiltered_warned))
         else:
             self._set_filter(Filter(vmids))
         self._set = None
@@ -422,8 +361,8 @@ class WhitelistCache:
             self._store(response, now)
             outcome = UPDATED
             if previous is None or sorted(previous) != self._record['vmids']:
-                log.info('whitelist updated: %s (was %s), ETag %s', _describe(self._record['vmids']),
-                         _describe(previous) if previous is not None else 'nothing cached', self.etag,
+                log.info('whitelist updated: %s (was %s), ETag %s', describe(self._record['vmids']),
+                         describe(previous) if previous is not None else 'nothing cached', self.etag,
                          extra={'HTTP_STATUS': response.status})
         self._succeeded(now)
         self._save_quietly()
@@ -442,7 +381,7 @@ class WhitelistCache:
         if self._failing or record['last_error']:
             log.info('whitelist refresh works again after failing for %s (last error: %s); %s cached',
                      _since(record['failing_since'], now), record['last_error'],
-                     _describe(record['vmids']))
+                     describe(record['vmids']))
         record.update(last_attempt_at=now, last_error=None, failing_since=None)
         self._failing = False
         self._stale_logged = False
@@ -463,7 +402,7 @@ class WhitelistCache:
                             extra=extra)
         elif not self._failing:
             log.warning('whitelist refresh failed (%s); keeping the cached list (%s, fetched %s ago, '
-                        'ETag %s); retrying every %s', reason, _describe(record['vmids']),
+                        'ETag %s); retrying every %s', reason, describe(record['vmids']),
                         format_duration(self.age(now)), self.etag,
                         format_duration(self.refresh_interval), extra=extra)
         self._failing = True
@@ -471,7 +410,7 @@ class WhitelistCache:
             log.critical('whitelist cache is %s old, older than whitelist.max_stale (%s), and AccountDB '
                          'cannot be reached (%s); still filtering with it (%s) until a refresh works',
                          format_duration(self.age(now)), format_duration(self.max_stale), reason,
-                         _describe(record['vmids']), extra=extra)
+                         describe(record['vmids']), extra=extra)
             self._stale_logged = True
         self._save_quietly()
         return FAILED
@@ -487,7 +426,8 @@ class WhitelistCache:
         self.save()
 
 
-def _describe(vmids):
+def describe(vmids):
+    """Given a list of VMIDs (or a VmidSet), return e.g. '3 VMIDs' or 'empty list (all guests reported)'."""
     if not vmids:
         return 'empty list (all guests reported)'
     return '{0} VMID{1}'.format(len(vmids), '' if len(vmids) == 1 else 's')
@@ -498,87 +438,3 @@ def _since(then, now):
         return 'an unknown time'
     return format_duration(now - then)
 
-
-# --- bulk changes ----------------------------------------------------------
-
-class Change:
-    """A planned bulk change: ``add`` and ``remove`` are VmidSets of effective changes."""
-
-    __slots__ = ('add', 'remove')
-
-    def __init__(self, add, remove):
-        self.add = add
-        self.remove = remove
-
-    def __len__(self):
-        return len(self.add) + len(self.remove)
-
-    def __bool__(self):
-        return bool(self.add) or bool(self.remove)
-
-
-def plan(current, add=None, remove=None, set_to=None):
-    """Return the :class:`Change` that turns ``current`` (a VmidSet) into what is asked.
-
-    Give ``add`` and/or ``remove`` (VmidSets), or ``set_to`` (the whole
-    desired list). VMIDs already present are not re-added, absent ones not
-    removed. Raise InputError when a VMID is both added and removed.
-    """
-    if set_to is not None:
-        return Change(set_to - current, current - set_to)
-    add = add or VmidSet()
-    remove = remove or VmidSet()
-    both = add - (add - remove)
-    if both:
-        raise InputError(['{0} both added and removed; give each VMID once'.format(both.format())])
-    return Change(add - current, remove - (remove - current))
-
-
-def check_size(change, limit):
-    """Raise InputError when ``change`` touches more than ``limit`` VMIDs (nothing is sent)."""
-    if len(change) > limit:
-        raise InputError(['this change touches {0} VMIDs, more than whitelist.max_change ({1}); '
-                          'split it or raise whitelist.max_change'.format(len(change), limit)])
-
-
-def change(client, cache, add=None, remove=None, set_to=None, fresh=False, limit=None, now=None):
-    """Apply a bulk change to AccountDB's whitelist in ONE request; return the :class:`Change` sent.
-
-    ``add``/``remove`` are applied to the cached list (the one the operator
-    last saw; it is fetched first if nothing is cached); ``set_to`` or
-    ``fresh`` fetches the current list first. The request carries
-    ``If-Match: <cached ETag>``. On success the cache holds the new state.
-    An empty change sends nothing. ``limit`` caps the VMIDs touched
-    (``whitelist.max_change``; None: the schema's default).
-
-    Raise InputError (nothing sent), ConcurrentChange (412: the cache was
-    refetched; retry), or the client's AccountDBError.
-    """
-    limit = _schema_default('whitelist.max_change') if limit is None else limit
-    if fresh or set_to is not None or not cache.has_list or not cache.from_this_source:
-        if cache.refresh(client, now) == FAILED:
-            raise cache.last_exception
-    wanted = plan(cache.vmids, add=add, remove=remove, set_to=set_to)
-    check_size(wanted, limit)
-    if not wanted:
-        return wanted
-    try:
-        response = client.update_whitelist(add=wanted.add.to_list(), remove=wanted.remove.to_list(),
-                                           if_match=cache.etag)
-    except PreconditionFailed:
-        etag = cache.etag
-        outcome = cache.refresh(client, now)
-        if outcome == FAILED:
-            raise ConcurrentChange('the whitelist changed on AccountDB since it was read (ETag {0}) and '
-                                   'refetching it failed ({1}); nothing was changed, retry later'.format(
-                                       etag, cache.last_error))
-        raise ConcurrentChange('the whitelist changed on AccountDB since it was read (ETag {0}); nothing '
-                               'was changed; the cache now holds the current list ({1}, ETag {2}): check '
-                               'it with `pve-hooks whitelist show` and run the command again'.format(
-                                   etag, _describe(cache.vmids), cache.etag))
-    try:
-        cache.store_response(response, now)
-    except OSError as error:
-        log.warning('%s: the whitelist was changed but the cache could not be written (%s)',
-                    cache.path, error.strerror or error)
-    return wanted

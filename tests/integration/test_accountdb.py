@@ -7,7 +7,6 @@ import socket
 import pytest
 
 from pve_hooks.accountdb import client as accountdb
-from pve_hooks.accountdb import breaker as breaker_mod
 from pve_hooks.accountdb import errors
 from tests.support.accountdb import DevAccountDB, dev_accountdb, run_dev_accountdb  # noqa: F401
 
@@ -405,49 +404,3 @@ def test_metrics_hook_counts_requests_by_status_class(server):
     assert metrics.calls == [('GET', 'health', '2xx', True), ('GET', 'health', '5xx', True),
                              ('GET', 'health', 'error', True)]
 
-
-# -- call_with_retry ---------------------------------------------------------------
-
-def test_call_with_retry_honours_retry_after_and_records_the_breaker(server, tmp_path):
-    settings = server.settings('retry.base_delay=0.01', 'retry.max_delay=0.1', 'retry.max_retry_after=9')
-    client = accountdb.Client(settings)
-    changes = []
-    breaker = breaker_mod.Breaker(str(tmp_path / 'breaker.json'), 5, 30.0,
-                                  on_change=lambda old, new: changes.append((old, new)))
-    server.set_faults([{'mode': 'status', 'status': 503, 'retry_after': 2, 'count': 2}])
-    sleeps = []
-    result = accountdb.call_with_retry(client.health, settings, max_attempts=5, sleep=sleeps.append,
-                                       rand=lambda: 0.5, breaker=breaker)
-    assert result['status'] == 'ok'
-    assert sleeps == [2.0, 2.0]  # Retry-After beats the tiny jittered delay
-    assert breaker.state == 'closed' and breaker.snapshot()['failures'] == 0 and changes == []
-
-
-def test_call_with_retry_gives_up_after_max_attempts_and_opens_the_breaker(server, tmp_path):
-    settings = server.settings('retry.base_delay=0.01', 'retry.max_delay=0.1')
-    client = accountdb.Client(settings)
-    changes = []
-    breaker = breaker_mod.Breaker(str(tmp_path / 'breaker.json'), 3, 30.0,
-                                  on_change=lambda old, new: changes.append((old, new)))
-    server.set_faults([{'mode': 'status', 'status': 502}])
-    sleeps = []
-    with pytest.raises(errors.TransientError):
-        accountdb.call_with_retry(client.health, settings, 3, sleep=sleeps.append, rand=lambda: 1.0,
-                                  breaker=breaker)
-    assert sleeps == [0.01, 0.02]
-    assert changes == [('closed', 'open')]
-    with pytest.raises(errors.TransientError, match='circuit breaker is open'):
-        accountdb.call_with_retry(client.health, settings, 3, sleep=sleeps.append, breaker=breaker)
-    assert stat(server, 'GET /api/v1/health')['count'] == 3  # the open breaker sent nothing
-
-
-def test_call_with_retry_does_not_retry_auth_or_configuration(server):
-    settings = server.settings()
-    client = accountdb.Client(settings)
-    sleeps = []
-    for status, error_class in ((401, errors.AuthError), (404, errors.ConfigurationError),
-                                (422, errors.RejectedError)):
-        server.set_faults([{'mode': 'status', 'status': status, 'count': 1}])
-        with pytest.raises(error_class):
-            accountdb.call_with_retry(client.health, settings, 5, sleep=sleeps.append)
-    assert sleeps == []

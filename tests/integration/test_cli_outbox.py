@@ -7,6 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from pve_hooks.cli import main
+from pve_hooks.outbox import admin
 from pve_hooks.outbox.store import Outbox
 
 
@@ -29,7 +30,7 @@ def test_status_json_and_text(spool):
     box = Outbox(spool)
     for vmid in (100, 101, 102):
         box.spool(_event(vmid))
-    entry = box.list_ready()[0]
+    entry = admin.list_ready(box)[0]
     box.claim(entry)
     box.dead(entry, 'rejected: 422')
     result = cli(spool, 'outbox', 'status', '--json')
@@ -44,7 +45,7 @@ def test_list_show_retry_purge(spool):
     box = Outbox(spool)
     for vmid in (100, 101):
         box.spool(_event(vmid))
-    first, second = box.list_ready()
+    first, second = admin.list_ready(box)
     lines = cli(spool, 'outbox', 'list').output.splitlines()
     assert [line.split()[0] for line in lines] == [first.event_id, second.event_id]
     assert cli(spool, 'outbox', 'list', '--limit', '1').output.count('\n') == 1
@@ -60,7 +61,7 @@ def test_list_show_retry_purge(spool):
     assert 'AccountDB rejected it: 422' in cli(spool, 'outbox', 'list', '--dead').output
     assert '1 events are waiting' in cli(spool, 'outbox', 'retry').output
     assert cli(spool, 'outbox', 'retry', '--dead').output.startswith('1 dead events moved back')
-    assert len(box.list_ready()) == 2
+    assert len(admin.list_ready(box)) == 2
 
     box.claim(first)
     box.dead(first, 'again')
@@ -75,7 +76,7 @@ def test_list_quarantine(spool):
     box.ensure()
     with open(os.path.join(box.root, 'ready', 'garbage'), 'w') as stream:
         stream.write('x')
-    box.list_ready()
+    admin.list_ready(box)
     out = cli(spool, 'outbox', 'list', '--quarantine').output
     assert out.startswith('garbage  file name is not')
 

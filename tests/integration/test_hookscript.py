@@ -17,6 +17,7 @@ import textwrap
 import pytest
 
 from pve_hooks.hook import event
+from pve_hooks.outbox import admin
 from pve_hooks.outbox.store import Outbox
 from tests.support.hook import EXEC_HOOKSCRIPT, HOOKSCRIPT, REPO, HookSite
 
@@ -42,8 +43,8 @@ def run_hook(site, *args, env=None, python=PYTHON, flags=()):
 def events(site):
     """Claim every ready event through the daemon's API; return (events, quarantined names)."""
     box = Outbox(site.spool_dir)
-    got = [box.claim(entry) for entry in box.list_ready()]
-    return [ev for ev in got if ev is not None], [name for name, _ in box.list_quarantine()]
+    got = [box.claim(entry) for entry in admin.list_ready(box)]
+    return [ev for ev in got if ev is not None], [name for name, _ in admin.list_quarantine(box)]
 
 
 def imported(process_stderr):
@@ -252,11 +253,10 @@ NAMESPACE_SCRIPT = textwrap.dedent('''
 ''')
 DUMP = textwrap.dedent('''
     import json, os
-    from pve_hooks.outbox.store import Outbox
     root = os.environ['ROOT']
     from pve_hooks.hook import event
-    box = Outbox(os.environ['SPOOL'])  # read only: the spool may be mounted read-only
-    got = [event.validate(json.load(open(entry.path))) for entry in box.list_ready()]
+    ready = os.path.join(os.environ['SPOOL'], 'outbox', 'ready')  # only read: the spool may be mounted read-only
+    got = [event.validate(json.load(open(os.path.join(ready, name)))) for name in sorted(os.listdir(ready))]
     print(json.dumps({'events': got, 'tmp': os.listdir(os.path.join(os.environ['SPOOL'], 'outbox', 'tmp')),
                       'rc': {v: open(os.path.join(root, 'rc.' + v)).read().strip() for v in ('100', '101', '102')},
                       'err': {v: open(os.path.join(root, 'err.' + v)).read() for v in ('100', '101', '102')}}))

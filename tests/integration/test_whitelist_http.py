@@ -6,6 +6,7 @@ import pytest
 
 from pve_hooks.accountdb import client as accountdb
 from pve_hooks.whitelist import cache as whitelist
+from pve_hooks.whitelist import edit
 from pve_hooks.whitelist.vmidset import VmidSet
 from pve_hooks.whitelist.cache import WhitelistCache
 from tests.support.accountdb import dev_accountdb, run_dev_accountdb  # noqa: F401  (pytest fixture)
@@ -165,16 +166,16 @@ def test_two_operators_second_gets_412_and_a_refetched_cache(dev_accountdb, tmp_
     first.refresh(client_a)
     second.refresh(client_b)
 
-    whitelist.change(client_a, first, add=VmidSet.from_ints([500]))
+    edit.change(client_a, first, add=VmidSet.from_ints([500]))
     assert first.vmids.format() == '100,500'
     stale_etag = second.etag
-    with pytest.raises(whitelist.ConcurrentChange) as caught:
-        whitelist.change(client_b, second, add=VmidSet.from_ints([600]))
+    with pytest.raises(edit.ConcurrentChange) as caught:
+        edit.change(client_b, second, add=VmidSet.from_ints([600]))
     assert 'changed on AccountDB since it was read (ETag {0})'.format(stale_etag) in str(caught.value)
     assert 'run the command again' in str(caught.value)
     assert second.vmids.format() == '100,500' and second.etag == first.etag   # refetched
 
-    whitelist.change(client_b, second, add=VmidSet.from_ints([600]))
+    edit.change(client_b, second, add=VmidSet.from_ints([600]))
     assert dev_accountdb.dump()['whitelist']['vmids'] == [100, 500, 600]
     assert endpoint(dev_accountdb, WHITELIST_POST)['status'] == {'200': 3, '412': 1}
 
@@ -183,19 +184,19 @@ def test_set_fetches_fresh_and_sends_the_difference_in_one_request(dev_accountdb
     cache, client = make(dev_accountdb, tmp_path, 'node')
     client.update_whitelist(add=list(range(100, 106)))
     dev_accountdb.reset_stats()
-    sent = whitelist.change(client, cache, set_to=VmidSet([(103, 110)]))
+    sent = edit.change(client, cache, set_to=VmidSet([(103, 110)]))
     assert sent.add.format() == '106-110' and sent.remove.format() == '100-102'
     assert dev_accountdb.dump()['whitelist']['vmids'] == list(range(103, 111))
     assert endpoint(dev_accountdb, WHITELIST_POST)['count'] == 1
     assert cache.vmids.format() == '103-110'
     dev_accountdb.reset_stats()
-    assert not whitelist.change(client, cache, set_to=VmidSet([(103, 110)]))   # nothing to do
+    assert not edit.change(client, cache, set_to=VmidSet([(103, 110)]))   # nothing to do
     assert endpoint(dev_accountdb, WHITELIST_POST)['count'] == 0
 
 
 def test_bulk_add_of_10000_vmids_is_one_request(dev_accountdb, tmp_path):
     cache, client = make(dev_accountdb, tmp_path, 'node')
-    sent = whitelist.change(client, cache, add=VmidSet([(1000, 10999)]))
+    sent = edit.change(client, cache, add=VmidSet([(1000, 10999)]))
     assert len(sent) == 10000
     assert endpoint(dev_accountdb, WHITELIST_POST)['count'] == 1
     assert len(dev_accountdb.dump()['whitelist']['vmids']) == 10000
@@ -209,7 +210,7 @@ def test_a_change_over_max_change_sends_nothing(dev_accountdb, tmp_path):
     cache.refresh(client)
     dev_accountdb.reset_stats()
     with pytest.raises(InputError):
-        whitelist.change(client, cache, add=VmidSet([(100, 999999999)]), limit=100000)
+        edit.change(client, cache, add=VmidSet([(100, 999999999)]), limit=100000)
     assert endpoint(dev_accountdb, WHITELIST_POST)['count'] == 0
     assert endpoint(dev_accountdb, WHITELIST_GET)['count'] == 0
 

@@ -27,6 +27,17 @@ def test_starts_closed_and_allows(tmp_path):
     assert not os.path.exists(breaker.path)  # nothing written until something happens
 
 
+def test_reading_takes_no_lock_and_creates_nothing(tmp_path):
+    clock = Clock()
+    reader = make(tmp_path, clock, threshold=1)
+    assert reader.state == 'closed' and reader.snapshot()['failures'] == 0 and reader.retry_in() == 0.0
+    assert not os.path.exists(str(tmp_path / 'state'))  # a read-only command leaves no state directory
+    make(tmp_path, clock, threshold=1).record_failure()  # a change locks: breaker.json.lock exists now
+    os.unlink(reader.path + '.lock')
+    assert reader.state == 'open' and reader.snapshot()['failures'] == 1
+    assert sorted(os.listdir(str(tmp_path / 'state'))) == ['breaker.json']
+
+
 def test_opens_after_threshold_consecutive_transient_failures(tmp_path):
     changes = []
     breaker = make(tmp_path, Clock(), changes)

@@ -13,6 +13,7 @@ from pve_hooks.accountdb import breaker
 from pve_hooks.hook import spool
 from pve_hooks.accountdb.connection import Connection
 from pve_hooks.daemon.delivery import Delivery, Interrupted
+from pve_hooks.outbox import admin
 from pve_hooks.outbox.store import Outbox
 from pve_hooks.whitelist.cache import WhitelistCache
 from tests.support.accountdb import dev_accountdb  # noqa: F401 (fixture)
@@ -48,7 +49,7 @@ class Site:
         return ids
 
     def ready(self):
-        return [entry.event_id for entry in self.outbox.list_ready()]
+        return [entry.event_id for entry in admin.list_ready(self.outbox)]
 
     def claimed(self):
         return os.listdir(os.path.join(self.outbox.root, 'claimed'))
@@ -76,7 +77,7 @@ def test_batches_follow_outbox_order(site):
 
 def test_redelivered_event_is_acknowledged_as_duplicate(site, tmp_path):
     (event_id,) = site.spool(100)
-    entry = site.outbox.list_ready()[0]
+    entry = admin.list_ready(site.outbox)[0]
     saved = str(tmp_path / 'copy.json')
     shutil.copy(entry.path, saved)
     assert site.delivery.run().accepted == 1
@@ -93,7 +94,7 @@ def test_rejected_event_goes_to_dead_with_reason_and_a_critical_line(site, caplo
         result = site.delivery.run()
     assert (result.accepted, result.rejected) == (2, 1)
     assert site.stored() == [ids[0], ids[2]]
-    dead = site.outbox.list_dead()
+    dead = admin.list_dead(site.outbox)
     assert [entry.event_id for entry, _reason in dead] == [ids[1]]
     assert 'rejected' in dead[0][1]['reason']
     criticals = [r for r in caplog.records if r.name == 'pve_hooks.daemon.delivery' and r.levelno == logging.CRITICAL]
@@ -107,7 +108,7 @@ def test_batch_refused_with_422_is_bisected_to_the_one_bad_event(dev_accountdb, 
     dev_accountdb.set_faults([{'mode': 'reject', 'event_ids': [ids[5]], 'as': 422}])
     result = site.delivery.run()
     assert (result.accepted, result.rejected) == (7, 1)
-    assert [entry.event_id for entry, _reason in site.outbox.list_dead()] == [ids[5]]
+    assert [entry.event_id for entry, _reason in admin.list_dead(site.outbox)] == [ids[5]]
     assert sorted(site.stored()) == sorted(ids[:5] + ids[6:])
     assert site.connection.state == 'up'
 
@@ -141,13 +142,13 @@ def test_configuration_and_auth_errors_never_make_dead_letters(dev_accountdb, tm
         result = site.delivery.run()
         assert result.error is not None and result.error.kind == kind
         site.clock.now = site.connection.next_try_at
-    assert site.ready() == ids and site.outbox.list_dead() == []
+    assert site.ready() == ids and admin.list_dead(site.outbox) == []
     assert site.connection.breaker.state == breaker.CLOSED
 
 
 def test_later_events_of_a_guest_wait_when_an_earlier_one_cannot_be_taken(site, caplog):
     a1, b1, a2, b2 = site.spool(100, 101, 100, 101)
-    entry = [e for e in site.outbox.list_ready() if e.event_id == a1][0]
+    entry = [e for e in admin.list_ready(site.outbox) if e.event_id == a1][0]
     with open(entry.path, 'w') as stream:
         stream.write('{"truncated": ')   # corrupt: quarantined on claim
     result = site.delivery.run()
@@ -170,7 +171,7 @@ def test_whitelist_filters_at_send_time(dev_accountdb, tmp_path):
     result = site.delivery.run()
     assert (result.accepted, result.filtered) == (2, 1)
     assert site.stored() == [kept, kept2]
-    assert site.ready() == [] and site.outbox.list_dead() == []
+    assert site.ready() == [] and admin.list_dead(site.outbox) == []
 
 
 def test_empty_whitelist_filters_nothing(dev_accountdb, tmp_path):
@@ -257,7 +258,7 @@ def test_an_event_gone_since_the_listing_holds_its_guest_and_the_rest_flows(site
     original = site.client.send_events_bisect
 
     def send_and_remove(node, events, **kwargs):
-        for entry in site.outbox.list_ready():
+        for entry in admin.list_ready(site.outbox):
             if entry.event_id == a2:
                 os.unlink(entry.path)   # removed by hand after the listing, before its claim
         return original(node, events, **kwargs)
@@ -359,13 +360,13 @@ def test_a_failed_send_returns_the_batch_claimed_ahead_uncounted(ahead):
 def test_a_corrupt_event_claimed_ahead_holds_its_guest(ahead):
     site = ahead
     a1, b1, a2, b2, a3, b3, a4 = site.spool(100, 101, 100, 101, 100, 101, 100)
-    corrupt = [entry for entry in site.outbox.list_ready() if entry.event_id == a3][0]
+    corrupt = [entry for entry in admin.list_ready(site.outbox) if entry.event_id == a3][0]
     with open(corrupt.path, 'w') as stream:
         stream.write('{"truncated": ')
     result = site.delivery.run()
     assert site.stored() == [a1, b1, a2, b2, b3]      # a4 waits: its predecessor a3 was lost
     assert result.quarantined == 1 and result.held == 1 and site.ready() == [a4]
-    assert [name for name, _reason in site.outbox.list_quarantine()] == [corrupt.name]
+    assert [name for name, _reason in admin.list_quarantine(site.outbox)] == [corrupt.name]
 
 
 def test_interrupted_while_a_batch_is_claimed_ahead_returns_both(ahead):

@@ -7,91 +7,59 @@ import pytest
 
 from pve_hooks.hook import event
 from pve_hooks.hook import spool
+from pve_hooks.outbox import admin
 from pve_hooks.outbox.store import Outbox
-from tests.support.clock import Clock
-
-
-def _event(vmid=100, phase='pre-start'):
-    return {'schema': 1, 'node': 'pve1', 'vmid': vmid, 'guest_type': 'qemu', 'phase': phase,
-            'occurred_at': '2026-11-26T10:35:26.123456Z', 'source': 'hookscript'}
-
-
-@pytest.fixture
-def box(tmp_path):
-    clock = Clock()
-    outbox = Outbox(str(tmp_path / 'spool'), clock=clock)
-    outbox.ensure()
-    outbox.test_clock = clock
-    return outbox
-
-
-def _spool_n(box, n):
-    paths = []
-    for index in range(n):
-        box.test_clock.now += 1
-        paths.append(box.spool(_event(vmid=100 + index)))
-    return paths
-
-
-def _write_ready(box, name, data):
-    path = os.path.join(box.root, 'ready', name)
-    with open(path, 'wb') as stream:
-        stream.write(data)
-    return path
+from tests.support.outbox import event as _event
+from tests.support.outbox import spool_n as _spool_n
+from tests.support.outbox import write_ready as _write_ready
 
 
 def test_spool_then_list_in_order_and_claim(box):
     _spool_n(box, 3)
-    entries = box.list_ready()
+    entries = admin.list_ready(box)
     assert [entry.vmid for entry in entries] == [100, 101, 102]
     assert [entry.seq for entry in entries] == sorted(entry.seq for entry in entries)
-    assert box.list_ready(limit=2) == entries[:2]
+    assert admin.list_ready(box, limit=2) == entries[:2]
     ev = box.claim(entries[0])
     assert ev['vmid'] == 100 and ev['seq'] == entries[0].seq and ev['event_id'] == entries[0].event_id
     event.validate(ev)
     assert box.claim(entries[0]) is None  # already claimed
-    assert [entry.vmid for entry in box.list_ready()] == [101, 102]
+    assert [entry.vmid for entry in admin.list_ready(box)] == [101, 102]
 
 
 def test_ack_removes_and_updates_counters(box):
     _spool_n(box, 2)
-    entry = box.list_ready()[0]
+    entry = admin.list_ready(box)[0]
     box.claim(entry)
     box.ack(entry)
     box.ack(entry)  # twice is fine
     assert box.stats()['depth'] == 1
     with spool.StateLock(box.spool_dir) as state:
         assert state.count == 1
-        assert state.bytes == box.list_ready()[0].size
+        assert state.bytes == admin.list_ready(box)[0].size
 
 
 def test_release_returns_to_ready(box):
     _spool_n(box, 1)
-    entry = box.list_ready()[0]
+    entry = admin.list_ready(box)[0]
     box.claim(entry)
-    assert box.list_ready() == []
+    assert admin.list_ready(box) == []
     box.release(entry)
-    assert [e.name for e in box.list_ready()] == [entry.name]
+    assert [e.name for e in admin.list_ready(box)] == [entry.name]
 
 
-def test_dead_keeps_reason_retry_and_purge(box):
+def test_dead_moves_the_claimed_event_with_its_reason(box):
     _spool_n(box, 2)
-    first, second = box.list_ready()
+    first, _second = admin.list_ready(box)
     box.claim(first)
     box.dead(first, 'AccountDB said 422: unknown vmid')
-    dead = box.list_dead()
-    assert [(e.name, r['reason'], r['from']) for e, r in dead] == [(first.name, 'AccountDB said 422: unknown vmid',
-                                                                      'claimed')]
-    assert dead[0][1]['time'] == '2026-11-26T10:35:28.000000Z'
+    dead_dir = os.path.join(box.root, 'dead')
+    assert sorted(os.listdir(dead_dir)) == [first.name, first.name + '.reason']
+    with open(os.path.join(dead_dir, first.name + '.reason')) as stream:
+        assert json.load(stream) == {'time': '2026-11-26T10:35:28.000000Z', 'from': 'claimed',
+                                     'reason': 'AccountDB said 422: unknown vmid'}
+    assert os.listdir(os.path.join(box.root, 'claimed')) == []
     assert box.stats()['dead'] == 1 and box.stats()['depth'] == 1
-    assert box.retry_dead() == 1
-    assert [e.name for e in box.list_ready()] == [first.name, second.name]
-    assert os.listdir(os.path.join(box.root, 'dead')) == []
-    box.claim(first)
-    box.dead(first, 'again')
-    assert box.purge_dead() == 1
-    assert os.listdir(os.path.join(box.root, 'dead')) == []
-    assert box.stats()['dead'] == 0
 
 
 @pytest.mark.parametrize('data, reason', [
@@ -105,31 +73,31 @@ def test_dead_keeps_reason_retry_and_purge(box):
 def test_corrupt_file_is_quarantined_with_reason_and_does_not_block(box, data, reason):
     _spool_n(box, 1)
     bad = _write_ready(box, spool.event_name(1, 100, '0f8fad5b-d9cb-469f-a165-70867728950e'), data)
-    entries = box.list_ready()
+    entries = admin.list_ready(box)
     assert entries[0].path == bad
     assert box.claim(entries[0]) is None
     assert box.claim(entries[1])['vmid'] == 100
-    names = box.list_quarantine()
+    names = admin.list_quarantine(box)
     assert len(names) == 1 and reason in names[0][1]['reason']
     assert box.stats()['quarantine'] == 1
 
 
 def test_name_not_matching_content_is_quarantined(box):
     _spool_n(box, 1)
-    entry = box.list_ready()[0]
+    entry = admin.list_ready(box)[0]
     data = open(entry.path, 'rb').read()
     os.unlink(entry.path)
     _write_ready(box, spool.event_name(entry.seq, 101, entry.event_id), data)
-    assert box.claim(box.list_ready()[0]) is None
-    assert 'does not match' in box.list_quarantine()[0][1]['reason']
+    assert box.claim(admin.list_ready(box)[0]) is None
+    assert 'does not match' in admin.list_quarantine(box)[0][1]['reason']
 
 
 def test_badly_named_files_in_ready_are_quarantined_never_listed(box):
     _spool_n(box, 1)
     _write_ready(box, 'stray.txt', b'hello')
     _write_ready(box, 'x.reason', b'hello')
-    assert len(box.list_ready()) == 1
-    quarantined = box.list_quarantine()
+    assert len(admin.list_ready(box)) == 1
+    quarantined = admin.list_quarantine(box)
     assert len(quarantined) == 2
     assert all('file name' in reason['reason'] for _, reason in quarantined)
 
@@ -141,33 +109,9 @@ def test_unreadable_file_is_quarantined(box):
     else:
         _write_ready(box, spool.event_name(1, 100, 'ab-cd'), b'{}')
         os.chmod(os.path.join(box.root, 'ready', spool.event_name(1, 100, 'ab-cd')), 0)
-    entry = box.list_ready()[0]
+    entry = admin.list_ready(box)[0]
     assert box.claim(entry) is None
-    assert box.list_quarantine()[0][0] == entry.name
-
-
-def test_recover_releases_claimed_cleans_tmp_and_recomputes(box):
-    _spool_n(box, 3)
-    entries = box.list_ready()
-    box.claim(entries[0])
-    box.claim(entries[1])
-    old_tmp = os.path.join(box.root, 'tmp', 'old')
-    new_tmp = os.path.join(box.root, 'tmp', 'new')
-    for path in (old_tmp, new_tmp):
-        open(path, 'wb').close()
-    os.utime(old_tmp, (box.test_clock.now - box.tmp_max_age - 1,) * 2)
-    os.utime(new_tmp, (box.test_clock.now - 1,) * 2)
-    _write_ready(box, 'junk', b'')
-    with spool.StateLock(box.spool_dir) as state:
-        state.count, state.bytes, state.seq = 999, 999999, 0
-        state.save()
-    result = box.recover()
-    assert result == {'released': 2, 'tmp_removed': 1, 'quarantined': 1, 'depth': 3,
-                      'bytes': sum(e.size for e in entries)}
-    assert os.listdir(os.path.join(box.root, 'tmp')) == ['new']
-    with spool.StateLock(box.spool_dir) as state:
-        assert (state.count, state.bytes) == (3, sum(e.size for e in entries))
-        assert state.seq == entries[-1].seq
+    assert admin.list_quarantine(box)[0][0] == entry.name
 
 
 def test_stats(box):
@@ -177,7 +121,7 @@ def test_stats(box):
     os.utime(paths[0], (box.test_clock.now - 50,) * 2)
     stats = box.stats()
     assert stats['depth'] == 2 and stats['oldest_age'] == pytest.approx(50)
-    assert stats['spooled_seq'] == box.list_ready()[-1].seq
+    assert stats['spooled_seq'] == admin.list_ready(box)[-1].seq
     assert stats['spooled'] == 2
 
 
@@ -187,20 +131,6 @@ def test_full_outbox_drop_is_counted_in_stats(tmp_path):
     with pytest.raises(spool.OutboxFull):
         box.spool(_event())
     assert box.stats()['dropped'] == 1 and box.stats()['depth'] == 1
-
-
-def test_show_finds_each_state(box):
-    _spool_n(box, 2)
-    first, second = box.list_ready()
-    assert box.show(first.event_id)[0] == 'ready'
-    box.claim(first)
-    assert box.show(first.event_id) == ('claimed', box.claim(second) and json.loads(
-        open(os.path.join(box.root, 'claimed', first.name)).read()))
-    box.dead(first, 'why')
-    assert box.show(first.event_id)[0] == 'dead'
-    assert box.show('0f8fad5b-d9cb-469f-a165-70867728950e') is None
-    box.quarantine(second.name, 'test')
-    assert box.show(second.event_id)[0] == 'quarantine'
 
 
 def test_quarantine_of_missing_file_returns_none(box):
@@ -218,22 +148,12 @@ def test_from_settings(tmp_path):
 def test_claim_recreates_a_missing_claimed_dir(box):
     _spool_n(box, 1)
     os.rmdir(os.path.join(box.root, 'claimed'))
-    assert box.claim(box.list_ready()[0])['vmid'] == 100
-
-
-def test_seq_stays_monotonic_after_state_loss_and_a_clock_step_back(box):
-    _spool_n(box, 3)
-    highest = box.list_ready()[-1].seq
-    os.unlink(os.path.join(box.root, 'state'))  # lost in a crash
-    box.test_clock.now -= 3600  # and the clock stepped back an hour
-    box.recover()
-    box.spool(_event(200))
-    assert box.list_ready()[-1].vmid == 200 and box.list_ready()[-1].seq == highest + 1
+    assert box.claim(admin.list_ready(box)[0])['vmid'] == 100
 
 
 def test_ack_many_removes_the_batch_with_one_counter_update(box, monkeypatch):
     _spool_n(box, 4)
-    entries = box.list_ready()
+    entries = admin.list_ready(box)
     for entry in entries:
         box.claim(entry)
     box.ack(entries[0])                       # already gone: skipped, not counted twice
@@ -251,7 +171,7 @@ def test_ack_many_removes_the_batch_with_one_counter_update(box, monkeypatch):
 
 def test_ack_many_reports_what_it_could_not_remove_and_counts_only_the_rest(box):
     _spool_n(box, 3)
-    entries = box.list_ready()
+    entries = admin.list_ready(box)
     for entry in entries:
         box.claim(entry)
     stuck = os.path.join(box.root, 'claimed', entries[1].name)
@@ -269,9 +189,9 @@ def test_ready_names_are_sorted_bad_names_quarantined_on_use_and_claim_fills_siz
     _write_ready(box, 'junk.json', b'{}')
     names = box.ready_names()
     assert names == sorted(os.path.basename(path) for path in paths) + ['junk.json']
-    assert box.list_quarantine() == []           # listing is cheap: nothing parsed yet
+    assert admin.list_quarantine(box) == []           # listing is cheap: nothing parsed yet
     assert box.ready_entry('junk.json') is None
-    assert [name for name, _reason in box.list_quarantine()] == ['junk.json']
+    assert [name for name, _reason in admin.list_quarantine(box)] == ['junk.json']
     entry = box.ready_entry(names[0])
     assert (entry.seq, entry.vmid, entry.size, entry.mtime) == (spool.parse_name(entry.name)[0], 100, None, None)
     info = os.stat(paths[0])
@@ -284,7 +204,7 @@ def test_ready_names_are_sorted_bad_names_quarantined_on_use_and_claim_fills_siz
 
 def test_release_many_moves_back_skips_the_gone_and_syncs_ready_once(box, monkeypatch):
     _spool_n(box, 4)
-    entries = box.list_ready()
+    entries = admin.list_ready(box)
     for entry in entries:
         box.claim(entry)
     box.ack(entries[0])                       # gone from claimed/: skipped
@@ -308,35 +228,3 @@ def test_stats_counts_event_shaped_names_without_parsing_each(box):
     os.utime(paths[1], (box.test_clock.now - 90,) * 2)   # the oldest by seq is what counts, not by mtime
     stats = box.stats()
     assert stats['depth'] == 2 and stats['oldest_age'] == pytest.approx(30)
-
-
-def test_recover_recounts_a_backlog_whose_counters_were_never_kept(box):
-    paths = _spool_n(box, 3)
-    with spool.StateLock(box.spool_dir) as state:
-        state.count, state.bytes, state.seq = 0, 0, 0   # as if the state file had been lost
-        state.save()
-    _write_ready(box, 'stray.txt', b'x')
-    result = box.recover()
-    sizes = sum(os.stat(path).st_size for path in paths)
-    assert (result['depth'], result['bytes'], result['quarantined']) == (3, sizes, 1)
-    with spool.StateLock(box.spool_dir) as state:
-        assert (state.count, state.bytes) == (3, sizes)
-
-
-def test_recover_keeps_what_hookscripts_spool_while_it_recounts(box):
-    _spool_n(box, 3)
-    original = box._tally_ready
-
-    def tally_while_spooling(*args):
-        _spool_n(box, 2)                # written before the scan lists ready/: seen by it
-        counted = original(*args)
-        _spool_n(box, 2)                # written after: not seen by it
-        return counted
-
-    box._tally_ready = tally_while_spooling
-    result = box.recover()
-    files = os.listdir(os.path.join(box.root, 'ready'))
-    sizes = sum(os.stat(os.path.join(box.root, 'ready', name)).st_size for name in files)
-    assert len(files) == 7 and (result['depth'], result['bytes']) == (7, sizes)
-    with spool.StateLock(box.spool_dir) as state:
-        assert (state.count, state.bytes) == (7, sizes)

@@ -1,4 +1,4 @@
-"""The whitelist's pure parts: filter, bulk planning, the cache file. Refreshing over HTTP is in
+"""The whitelist cache's file and states. Refreshing over HTTP is in
 tests/integration/test_whitelist_http.py (against the reference AccountDB)."""
 
 import json
@@ -7,9 +7,10 @@ import os
 
 import pytest
 
+from pve_hooks import statedir
 from pve_hooks.whitelist import cache as whitelist
-from pve_hooks.whitelist.vmidset import InputError, VmidSet
-from pve_hooks.whitelist.cache import Filter, WhitelistCache
+from pve_hooks.whitelist import filter as whitelist_filter
+from pve_hooks.whitelist.cache import WhitelistCache
 
 
 class Clock:
@@ -25,64 +26,10 @@ def write_cache(state_dir, **fields):
               'last_modified': 'Tue, 14 Nov 2023 22:13:20 GMT', 'fetched_at': 1_700_000_000.0,
               'last_attempt_at': 1_700_000_000.0, 'last_error': None, 'failing_since': None}
     record.update(fields)
-    path = os.path.join(str(state_dir), whitelist.CACHE_FILE)
+    path = os.path.join(str(state_dir), statedir.WHITELIST)
     with open(path, 'w') as stream:
         json.dump(record, stream)
     return path
-
-
-# --- Filter ---------------------------------------------------------------
-
-def test_filter_with_a_list_allows_only_its_vmids():
-    only = Filter([101, 105])
-    assert only.active
-    assert only.allows(101) and only.allows(105)
-    assert not only.allows(102)
-    assert only.select([100, 101, 102, 105]) == [101, 105]
-
-
-@pytest.mark.parametrize('vmids', [None, []])
-def test_filter_without_a_list_or_with_an_empty_one_allows_all(vmids):
-    every = Filter(vmids)
-    assert not every.active
-    assert every.allows(100) and every.allows(999999999)
-    assert every.select([3, 1, 2]) == [3, 1, 2]
-
-
-# --- planning bulk changes -----------------------------------------------
-
-def test_plan_add_skips_what_is_present_and_remove_what_is_absent():
-    current = VmidSet.from_ints([100, 101, 102])
-    change = whitelist.plan(current, add=VmidSet([(101, 104)]))
-    assert change.add.format() == '103-104' and not change.remove
-    change = whitelist.plan(current, remove=VmidSet([(102, 200)]))
-    assert change.remove.format() == '102' and not change.add
-
-
-def test_plan_set_computes_both_directions():
-    current = VmidSet.from_ints([100, 101, 102, 300])
-    change = whitelist.plan(current, set_to=VmidSet([(101, 103)]))
-    assert change.add.format() == '103'
-    assert change.remove.format() == '100,300'
-    assert len(change) == 3
-
-
-def test_plan_refuses_a_vmid_both_added_and_removed():
-    with pytest.raises(InputError) as caught:
-        whitelist.plan(VmidSet(), add=VmidSet([(100, 110)]), remove=VmidSet([(105, 120)]))
-    assert '105-110 both added and removed' in caught.value.errors[0]
-
-
-def test_plan_with_nothing_to_do_is_false():
-    assert not whitelist.plan(VmidSet.from_ints([100]), add=VmidSet.from_ints([100]))
-
-
-def test_check_size_names_the_option():
-    change = whitelist.plan(VmidSet(), set_to=VmidSet([(100, 100 + 999)]))
-    whitelist.check_size(change, 1000)
-    with pytest.raises(InputError) as caught:
-        whitelist.check_size(change, 999)
-    assert 'touches 1000 VMIDs, more than whitelist.max_change (999)' in caught.value.errors[0]
 
 
 # --- the cache file -------------------------------------------------------
@@ -101,13 +48,13 @@ def test_no_file_means_no_cache_and_everything_allowed(tmp_path):
 
 def test_using_the_filter_with_no_list_warns_once(tmp_path, caplog):
     cache = WhitelistCache(str(tmp_path), clock=Clock())
-    with caplog.at_level(logging.WARNING, logger='pve_hooks.whitelist.cache'):
+    with caplog.at_level(logging.WARNING, logger='pve_hooks.whitelist.filter'):
         assert cache.allows(100) and cache.filter.allows(200)
         assert cache.filter.select([300, 100]) == [300, 100]
-        (tmp_path / whitelist.CACHE_FILE).write_text(json.dumps({'vmids': None, 'last_error': 'x'}))
+        (tmp_path / statedir.WHITELIST).write_text(json.dumps({'vmids': None, 'last_error': 'x'}))
         assert cache.reload_if_changed() and cache.allows(300)
     assert [r.getMessage() for r in caplog.records] == [
-        whitelist.UNFILTERED_WARNING.format(cache.path)]
+        whitelist_filter.UNFILTERED_WARNING.format(cache.path)]
     assert 'reporting ALL guests (nothing filtered)' in caplog.records[0].getMessage()
 
 
@@ -159,7 +106,7 @@ def test_stale_and_failing_states(tmp_path):
     (b'{"vmids": [101]}', "'vmids' without 'fetched_at'"),
 ])
 def test_corrupt_file_is_quarantined_and_treated_as_no_cache(tmp_path, caplog, content, reason):
-    path = tmp_path / whitelist.CACHE_FILE
+    path = tmp_path / statedir.WHITELIST
     path.write_bytes(content)
     with caplog.at_level(logging.WARNING, logger='pve_hooks.whitelist.cache'):
         cache = WhitelistCache(str(tmp_path), clock=Clock())
@@ -176,7 +123,7 @@ def test_corrupt_file_is_quarantined_and_treated_as_no_cache(tmp_path, caplog, c
 
 def test_a_second_corrupt_file_does_not_overwrite_the_first(tmp_path):
     for _ in range(2):
-        (tmp_path / whitelist.CACHE_FILE).write_text('garbage')
+        (tmp_path / statedir.WHITELIST).write_text('garbage')
         WhitelistCache(str(tmp_path), clock=Clock())
     assert sorted(os.listdir(str(tmp_path))) == ['whitelist.json.corrupt-1700000000',
                                                  'whitelist.json.corrupt-1700000000.1']
@@ -187,9 +134,9 @@ def test_save_is_atomic_and_round_trips(tmp_path):
     cache = WhitelistCache(str(tmp_path / 'sub'), clock=Clock())
     assert not cache.has_list
     source = WhitelistCache(str(tmp_path), clock=Clock())
-    source.path = str(tmp_path / 'sub' / whitelist.CACHE_FILE)
+    source.path = str(tmp_path / 'sub' / statedir.WHITELIST)
     source.save()
-    assert os.listdir(str(tmp_path / 'sub')) == [whitelist.CACHE_FILE]
+    assert os.listdir(str(tmp_path / 'sub')) == [statedir.WHITELIST]
     assert cache.reload_if_changed()
     assert cache.vmids.format() == '101-102,105'
     assert not cache.reload_if_changed()
