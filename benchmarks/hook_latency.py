@@ -147,7 +147,7 @@ SPLIT = """
 import time; t0 = time.perf_counter()
 import posix, sys
 sys.path.extend({0!r})
-from pve_hooks import hook; t1 = time.perf_counter()
+from pve_hooks.hook import main as hook; t1 = time.perf_counter()
 null = posix.open('/dev/null', posix.O_WRONLY)
 environ = {{key.decode(sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()):
            value.decode(sys.getfilesystemencoding(), sys.getfilesystemencodeerrors())
@@ -208,7 +208,7 @@ def main():
         env = make_site(scratch, spool_dir)
         script, flags = hookscript_for(python, scratch)
         hook_file, site_ran = how_found(python, flags, env)
-        package_dir = os.path.dirname(hook_file)
+        package_dir = os.path.dirname(os.path.dirname(hook_file))  # .../pve_hooks/hook/main.py -> .../pve_hooks
         hook = [script, '100']
         bare = [python, '-I', '-c', 'pass']
         floor = [python, '-I', '-S', '-c', 'pass']
