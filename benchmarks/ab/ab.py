@@ -24,7 +24,8 @@ parse_outbox_drain_text). For each benchmark a table shows each round's A and
 B figures, the 1-minute load average when the run started, the medians, B/A
 and a verdict (see verdict()).
 
-    .venv/bin/python benchmarks/ab/ab.py --base e2cc291 [--head REV] [--rounds 4] [--bench all] [--json]
+    .venv/bin/python benchmarks/ab/ab.py --base e2cc291 [--head REV] [--rounds 4] [--bench all] [--order ab]
+                                         [--json]
 
 Without --head, B is the working tree as it is (uncommitted changes
 included). Sizes are the benchmarks' own defaults unless passed through
@@ -195,19 +196,40 @@ def verdict(a_values, b_values, better, tolerance=TOLERANCE):
             'max_a': max(a_values), 'better': better, 'verdict': word}
 
 
-def schedule(rounds, benches):
-    """Return the runs in order: (round, benchmark, side), A before B for each benchmark in each round."""
-    return [(number, bench, side) for number in range(1, rounds + 1) for bench in benches for side in SIDES]
+ORDERS = ('ab', 'abba')
+
+
+def schedule(rounds, benches, order='ab'):
+    """Return the runs in order: (round, benchmark, side), A and B for each benchmark in each round.
+
+    ``order`` 'ab': A first in every round (A, B, A, B, ...); 'abba': B first in
+    the even rounds (A, B, B, A, ...), so that a drift during the session or the
+    run just before (its clean-up, the page cache) does not always favour one side.
+    """
+    def sides(number):
+        return SIDES if order == 'ab' or number % 2 else SIDES[::-1]
+    return [(number, bench, side) for number in range(1, rounds + 1) for bench in benches for side in sides(number)]
 
 
 def summarise(benchmark, runs, tolerance=TOLERANCE):
-    """Return {figure key: verdict()} for ``benchmark`` from ``runs`` (dicts with bench, side, figures)."""
+    """Return {figure key: verdict()} for ``benchmark`` from ``runs`` (dicts with round, bench, side, figures).
+
+    Each verdict also counts the rounds in which B did better than A of the
+    same round (``b_better`` of ``pairs``): about half of them when the two
+    sides are the same, whatever the medians say.
+    """
     mine = [run for run in runs if run['bench'] == benchmark]
     summary = {}
     for key, _, _, better in FIGURES[benchmark]:
         values = {side: [run['figures'][key] for run in mine if run['side'] == side] for side in SIDES}
         if values['A'] and values['B']:
             summary[key] = verdict(values['A'], values['B'], better, tolerance)
+            by_round = {side: {run['round']: run['figures'][key] for run in mine if run['side'] == side}
+                        for side in SIDES}
+            pairs = [(by_round['A'][number], by_round['B'][number]) for number in by_round['A']
+                     if number in by_round['B']]
+            summary[key]['pairs'] = len(pairs)
+            summary[key]['b_better'] = sum(1 for a, b in pairs if (b < a if better == LOWER else b > a))
     return summary
 
 
@@ -229,8 +251,10 @@ def table(benchmark, runs, summary):
     row('A min–max', lambda key, form: '{0} – {1}'.format(form.format(summary[key]['min_a']),
                                                           form.format(summary[key]['max_a'])))
     row('B/A', lambda key, form: '{0:.3f}'.format(summary[key]['ratio']))
+    row('B better in', lambda key, form: '{0} of {1}'.format(summary[key]['b_better'], summary[key]['pairs']))
     row('verdict', lambda key, form: '**{0}**'.format(summary[key]['verdict']))
-    lines.append('\n↓ lower is better, ↑ higher is better; load: 1-minute load average when the run started.')
+    lines.append('\n↓ lower is better, ↑ higher is better; load: 1-minute load average when the run started; '
+                 '"B better in": rounds in which B beat A of the same round.')
     return '\n'.join(lines)
 
 
@@ -301,6 +325,8 @@ def parse_args(argv):
     parser.add_argument('--head', default=None, help='revision B (default: the working tree as it is)')
     parser.add_argument('--rounds', type=int, default=4, help='A/B pairs per benchmark (default 4)')
     parser.add_argument('--bench', choices=BENCHES + ('all',), default='all')
+    parser.add_argument('--order', choices=ORDERS, default='ab',
+                        help='ab: A first in every round; abba: B first in even rounds (default ab)')
     parser.add_argument('--python', default=sys.executable, help='interpreter for both sides (default: this one)')
     parser.add_argument('--tolerance', type=float, default=TOLERANCE,
                         help='B/A within 1 ± this is "within noise" (default 0.10)')
@@ -327,7 +353,7 @@ def bench_options(args, benchmark):
 def measure(args, sides, benches):
     """Run the schedule; return the list of runs (round, bench, side, load1, seconds, source, figures)."""
     runs = []
-    plan = schedule(args.rounds, benches)
+    plan = schedule(args.rounds, benches, args.order)
     for index, (number, benchmark, side) in enumerate(plan, 1):
         tree = sides[side]['tree']
         argv = [args.python, os.path.join('benchmarks', benchmark + '.py')] + bench_options(args, benchmark)
@@ -357,7 +383,7 @@ def main(argv=None):
     scratch = tempfile.mkdtemp(prefix='run-', dir=scratch_root)
     worktrees = []
     result = {'started': datetime.datetime.now().astimezone().isoformat(timespec='seconds'),
-              'load_start': load_average(), 'rounds': args.rounds,
+              'load_start': load_average(), 'rounds': args.rounds, 'order': args.order,
               'python': args.python, 'cpus': os.cpu_count(), 'tolerance': args.tolerance,
               'options': {benchmark: bench_options(args, benchmark) for benchmark in benches}}
     sides = {}
@@ -393,12 +419,12 @@ def main(argv=None):
     if args.json:
         print(json.dumps(result, indent=1, sort_keys=True))
         return 0
-    print('A = {0} ({1}), B = {2} ({3}{4}); {5} rounds alternating A, B; {6} to {7}; load average {8} at the '
-          'start, {9} at the end'.format(result['base']['rev'], result['base']['commit'][:12], result['head']['rev'],
-                                         result['head']['commit'][:12],
-                                         ' + uncommitted changes' if result['head']['dirty'] else '', args.rounds,
-                                         result['started'], result['finished'], result['load_start'],
-                                         result['load_end']))
+    print('A = {0} ({1}), B = {2} ({3}{4}); {5} rounds, order {6}; {7} to {8}; load average {9} at the start, '
+          '{10} at the end'.format(result['base']['rev'], result['base']['commit'][:12], result['head']['rev'],
+                                   result['head']['commit'][:12],
+                                   ' + uncommitted changes' if result['head']['dirty'] else '', args.rounds,
+                                   args.order.upper(), result['started'], result['finished'], result['load_start'],
+                                   result['load_end']))
     for benchmark in benches:
         print('\n{0} {1}\n'.format(benchmark, ' '.join(result['options'][benchmark]) or '(its default size)'))
         print(table(benchmark, runs, result['summary'][benchmark]))

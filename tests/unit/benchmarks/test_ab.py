@@ -240,6 +240,12 @@ def test_schedule_alternates_a_and_b_within_each_round():
     assert [number for number, _, _ in plan] == [1] * 4 + [2] * 4 + [3] * 4
 
 
+def test_schedule_abba_puts_b_first_in_even_rounds():
+    plan = ab.schedule(4, ('outbox_drain',), 'abba')
+    assert [side for _, _, side in plan] == ['A', 'B', 'B', 'A', 'A', 'B', 'B', 'A']
+    assert [number for number, _, _ in plan] == [1, 1, 2, 2, 3, 3, 4, 4]
+
+
 def _drain_run(number, side, drain_s, load1=1.0):
     figures = {'drain_s': drain_s, 'events_per_s': 100000 / drain_s, 'ratio': 20.0, 'startup_s': 1.2,
                'baseline_steady_rate': 500.0}
@@ -262,7 +268,16 @@ def test_summary_and_table():
     assert rendered[9].startswith('| median B | | 12.20 |')
     assert rendered[10].startswith('| A min–max | | 9.00 – 10.00 |')
     assert rendered[11].startswith('| B/A | | 1.284 |')
-    assert rendered[12].startswith('| verdict | | **REGRESSION?** | **REGRESSION?** | **within noise** |')
+    assert rendered[12].startswith('| B better in | | 0 of 3 | 0 of 3 | 0 of 3 |')   # a tie is not better
+    assert rendered[13].startswith('| verdict | | **REGRESSION?** | **REGRESSION?** | **within noise** |')
+
+
+def test_summary_pairs_each_round_with_itself():
+    runs = [_drain_run(1, 'A', 9.0), _drain_run(1, 'B', 8.0), _drain_run(2, 'B', 12.0), _drain_run(2, 'A', 11.0),
+            _drain_run(3, 'A', 10.0)]                     # round 3 has no B (an interrupted run): not a pair
+    summary = ab.summarise('outbox_drain', runs)
+    assert (summary['drain_s']['b_better'], summary['drain_s']['pairs']) == (1, 2)
+    assert (summary['events_per_s']['b_better'], summary['events_per_s']['pairs']) == (1, 2)
 
 
 def test_summary_refuses_a_run_without_a_compared_figure():
@@ -276,7 +291,7 @@ def test_pass_through_options_go_to_their_own_benchmark():
     args = ab.parse_args(['--base', 'e2cc291', '--hook-rounds', '2', '--runs', '50', '--events', '5000'])
     assert ab.bench_options(args, 'hook_latency') == ['--runs', '50', '--rounds', '2']
     assert ab.bench_options(args, 'outbox_drain') == ['--events', '5000']
-    assert args.rounds == 4 and args.head is None and args.bench == 'all'
+    assert args.rounds == 4 and args.head is None and args.bench == 'all' and args.order == 'ab'
 
 
 def test_base_is_required():
