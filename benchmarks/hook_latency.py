@@ -23,6 +23,9 @@ installed, or a venv's python: then the chain falls back to site and pays
 its cost; the output says which, and whether the package is this tree's).
 
     .venv/bin/python benchmarks/hook_latency.py [--runs 200] [--rounds 5] [--spool-dir /dev/shm] [--python PATH]
+
+``--json`` prints one JSON object with the key figures (ratios, medians and
+p95 in ms) instead of the report; benchmarks/ab/ab.py reads it.
 """
 
 import argparse
@@ -138,16 +141,21 @@ def time_burst(argvs, env):
     return times
 
 
-def p99(values):
+def percentile(values, fraction):
+    """Return the nearest-rank percentile (``fraction`` 0.99 for p99) of ``values``."""
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(0.99 * len(ordered) + 0.5) - 1)]
+    return ordered[max(0, min(len(ordered) - 1, int(fraction * len(ordered) + 0.5) - 1))]
+
+
+def p99(values):
+    return percentile(values, 0.99)
 
 
 SPLIT = """
 import time; t0 = time.perf_counter()
 import posix, sys
 sys.path.extend({0!r})
-from pve_hooks import hook; t1 = time.perf_counter()
+from pve_hooks.hook import main as hook; t1 = time.perf_counter()
 null = posix.open('/dev/null', posix.O_WRONLY)
 environ = {{key.decode(sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()):
            value.decode(sys.getfilesystemencoding(), sys.getfilesystemencodeerrors())
@@ -182,6 +190,26 @@ def ms(seconds):
     return '{0:7.2f} ms'.format(seconds * 1000)
 
 
+def key_figures(kinds, median, tail, import_cost, main_cost, os_seen, this_tree, site_ran, args):
+    """Return the figures ``--json`` prints (times in ms): ``kinds`` the sequential times, ``median`` their
+    medians, ``tail`` the bursts' p99s, the rest as main() prints them."""
+    def in_ms(seconds):
+        return round(seconds * 1000, 4)
+    figures = {'benchmark': 'hook_latency', 'runs': args.runs, 'burst': args.burst, 'rounds': args.rounds,
+               'spool_dir': args.spool_dir, 'python': args.python,
+               'ratio_vs_bare': median['hook'] / median['bare'], 'ratio_vs_floor': median['hook'] / median['floor'],
+               'burst_p99_ratio_vs_bare': tail['hook'] / tail['bare'],
+               'burst_p99_ratio_vs_floor': tail['hook'] / tail['floor'],
+               'import_ms': in_ms(import_cost), 'main_ms': in_ms(main_cost), 'os_imported': os_seen,
+               'this_tree': this_tree, 'site_ran': site_ran}
+    for kind in median:
+        figures[kind + '_median_ms'] = in_ms(median[kind])
+        figures[kind + '_p95_ms'] = in_ms(percentile(kinds[kind], 0.95))
+    for kind in tail:
+        figures['burst_' + kind + '_p99_ms'] = in_ms(tail[kind])
+    return figures
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--python', default=None,
@@ -191,6 +219,8 @@ def main():
     parser.add_argument('--rounds', type=int, default=5, help='bursts of each kind, alternating (default 5)')
     parser.add_argument('--spool-dir', default=None,
                         help='put the spool here, e.g. on /dev/shm to see the cost without disk fsync latency')
+    parser.add_argument('--json', action='store_true',
+                        help='print one JSON object with the key figures instead of the report (benchmarks/ab)')
     args = parser.parse_args()
 
     scratch = tempfile.mkdtemp(prefix='pve-hooks-bench-')
@@ -208,7 +238,7 @@ def main():
         env = make_site(scratch, spool_dir)
         script, flags = hookscript_for(python, scratch)
         hook_file, site_ran = how_found(python, flags, env)
-        package_dir = os.path.dirname(hook_file)
+        package_dir = os.path.dirname(os.path.dirname(hook_file))  # .../pve_hooks/hook/main.py -> .../pve_hooks
         hook = [script, '100']
         bare = [python, '-I', '-c', 'pass']
         floor = [python, '-I', '-S', '-c', 'pass']
@@ -238,13 +268,18 @@ def main():
         extra_path = [] if site_ran else [os.path.dirname(package_dir)]
         import_cost, main_cost, os_seen = split_costs(python, ['-I'] if site_ran else ['-I', '-S'], extra_path, env,
                                                       min(args.runs, 100))
+        this_tree = is_this_tree(package_dir)
+        if args.json:
+            figures = key_figures(kinds, median, tail, import_cost, main_cost, os_seen, this_tree, site_ran, args)
+            print(json.dumps(figures, sort_keys=True))
+            return
 
         print('interpreter: {0}'.format(label))
         print('hookscript: {0} (executed: its #! flags {1} apply)'.format(script, ' '.join(flags) or 'none'))
         print('pve_hooks found in {0}: {1}; {2}'.format(
             package_dir, 'without site processing' if not site_ran else
             'by the fallback to site processing (its cost is paid on every run)',
-            'this tree\'s code' if is_this_tree(package_dir) else 'NOT this tree\'s code (an older install?)'))
+            'this tree\'s code' if this_tree else 'NOT this tree\'s code (an older install?)'))
         print('spool: {0}'.format(spool_dir or os.path.join(scratch, 'spool')))
         print('sequential, {0} runs each, alternating:'.format(args.runs))
         print('  bare `python -I -c pass`     median {0}'.format(ms(median['bare'])))

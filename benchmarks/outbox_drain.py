@@ -29,11 +29,14 @@ written with the outbox's own names and encoding but without one fsync each
 rather than 100,000 fsyncs. The hookscript's durable write is measured by
 benchmarks/hook_latency.py and benchmarks/enqueue_latency.py.
 
-Run: .venv/bin/python benchmarks/outbox_drain.py [--events N] [--sample N]
+Run: .venv/bin/python benchmarks/outbox_drain.py [--events N] [--sample N] [--json]
 (about a minute; all files in a temporary directory, removed at the end).
+``--json`` prints one JSON object with the key figures instead of the report
+(benchmarks/ab/ab.py reads it).
 """
 
 import argparse
+import json
 import os
 import shutil
 import sqlite3
@@ -151,11 +154,24 @@ def drain(server, directory, count, batch_size, timeout):
         log.close()
 
 
+def key_figures(args, single, batched):
+    """Return the figures ``--json`` prints, from drain()'s results for the one-by-one sample and the batched run."""
+    extrapolated = single['startup'] + args.events / single['steady_rate']
+    return {'benchmark': 'outbox_drain', 'events': args.events, 'sample': args.sample, 'batch_size': args.batch_size,
+            'drain_s': batched['seconds'], 'events_per_s': args.events / batched['seconds'],
+            'startup_s': batched['startup'], 'steady_rate': batched['steady_rate'],
+            'baseline_startup_s': single['startup'], 'baseline_steady_rate': single['steady_rate'],
+            'baseline_extrapolated_s': extrapolated, 'ratio': extrapolated / batched['seconds'],
+            'steady_ratio': batched['steady_rate'] / single['steady_rate'],
+            'daemon_cpu_s': batched['daemon_cpu'], 'server_cpu_s': batched['server_cpu']}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--events', type=int, default=100000, help='events drained in batches (100000)')
     parser.add_argument('--sample', type=int, default=2000, help='events drained one by one (2000)')
     parser.add_argument('--batch-size', type=int, default=500, help='delivery.batch_size of the batched run')
+    parser.add_argument('--json', action='store_true', help='print one JSON object with the key figures')
     args = parser.parse_args(argv)
     root = tempfile.mkdtemp(prefix='bench-drain-')
     try:
@@ -167,8 +183,11 @@ def main(argv=None):
         shutil.rmtree(root, ignore_errors=True)
     assert total == args.events + args.sample, 'AccountDB holds {0} events, expected {1}'.format(
         total, args.events + args.sample)
-    extrapolated = single['startup'] + args.events / single['steady_rate']
-    ratio = extrapolated / batched['seconds']
+    figures = key_figures(args, single, batched)
+    if args.json:
+        print(json.dumps(figures, sort_keys=True))
+        return 0
+    extrapolated, ratio = figures['baseline_extrapolated_s'], figures['ratio']
     print('outbox drain, reference AccountDB on loopback, {0} CPUs'.format(os.cpu_count()))
     print('  batched (batch_size {0}): {1} events in {2:.1f} s = {3:,.0f} events/s (start-up {4:.2f} s, then '
           '{5:,.0f} events/s)   target <= {6:.0f} s: {7}'.format(
