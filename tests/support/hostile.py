@@ -46,7 +46,7 @@ def case(id, area, given, outcome):  # noqa: A002
 
 def doc_rows(text):
     """Return {id: (area, given, outcome)} from the markdown table in ``text`` under 'Hostile input and stalls'."""
-    section = text.split('## Hostile input and stalls', 1)[1].split('\n## ', 1)[0]
+    section = text.split('## Hostile input and stalls', 1)[1].split('\n## ', 1)[0]   # its ### tables too
     rows = {}
     for line in section.splitlines():
         cells = [cell.strip() for cell in line.strip().strip('|').split('|')]
