@@ -13,7 +13,8 @@ import os
 
 from pve_hooks.hook import spool
 from pve_hooks.hook.spool import CLAIMED, DEAD, QUARANTINE, READY
-from pve_hooks.outbox.store import REASON_SUFFIX, open_regular, remove_file, scan_dir
+from pve_hooks.outbox.files import open_regular
+from pve_hooks.outbox.store import REASON_SUFFIX, remove_file, scan_dir
 
 
 def list_ready(outbox, limit=None):

@@ -11,17 +11,16 @@ never blocks the rest (it is moved to quarantine/ with a logged reason);
 claimed events left by a crashed process return to ready/ at :meth:`Outbox.recover`.
 """
 
-import errno
 import json
 import logging
 import os
-import stat
 import time
 
 from pve_hooks.hook import event as event_mod
 from pve_hooks.config import schema
 from pve_hooks.hook import spool
 from pve_hooks.hook.spool import CLAIMED, DEAD, QUARANTINE, READY
+from pve_hooks.outbox.files import open_regular
 
 log = logging.getLogger(__name__)
 REASON_SUFFIX = '.reason'
@@ -404,41 +403,6 @@ def _oldest_first(items):
     """Yield ``items`` smallest first: min() alone (O(n)), sorting the rest only if asked for more."""
     yield min(items)
     yield from sorted(items)[1:]
-
-
-def open_regular(path):
-    """Open ``path`` read-only without following a symlink or blocking on a FIFO; return the descriptor.
-
-    Raise ValueError (naming what it is) when ``path`` is not a regular
-    file, OSError when it cannot be opened. ``O_NONBLOCK`` makes opening a
-    FIFO return at once, and the fstat check refuses it before any read, so a
-    FIFO named like an event never blocks the daemon.
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError as error:
-        if error.errno == errno.ELOOP:
-            raise ValueError('a symbolic link, not a regular file (never followed)')
-        raise
-    try:
-        mode = os.fstat(fd).st_mode
-    except BaseException:
-        os.close(fd)
-        raise
-    if not stat.S_ISREG(mode):
-        os.close(fd)
-        raise ValueError('a {0}, not a regular file'.format(file_kind(mode)))
-    return fd
-
-
-def file_kind(mode):
-    """Given an st_mode, return what it is in words ('directory', 'FIFO', ...)."""
-    for test, name in ((stat.S_ISDIR, 'directory'), (stat.S_ISFIFO, 'FIFO'), (stat.S_ISLNK, 'symbolic link'),
-                       (stat.S_ISSOCK, 'socket'), (stat.S_ISCHR, 'character device'),
-                       (stat.S_ISBLK, 'block device'), (stat.S_ISREG, 'regular file')):
-        if test(mode):
-            return name
-    return 'special file'
 
 
 def is_sidecar(name):

@@ -1,7 +1,7 @@
-"""Files in the outbox that are not event files: FIFOs, symlinks, directories, deep JSON, bad directory modes.
+"""pve_hooks.outbox.files and its users: FIFOs, symlinks, directories, deep JSON, bad directory modes.
 
 Each is quarantined with a reason and never blocks the events after it
-(pve_hooks.outbox.store.open_regular, Outbox.read_event); the directories
+(pve_hooks.outbox.files.open_regular, Outbox.read_event); the directories
 are checked at daemon start (pve_hooks.outbox.recovery.check_dirs).
 """
 
