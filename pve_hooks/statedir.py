@@ -21,9 +21,11 @@ and the hookscript's copy in the snippets storage; the hookscript's own
 spool writer (hook.spool) stays separate because of its start-up budget.
 """
 
+import errno
 import json
 import logging
 import os
+import stat
 
 log = logging.getLogger(__name__)
 
@@ -46,17 +48,57 @@ def ensure_dir(directory, mode=0o700):
     return directory
 
 
+class UnsafeDirectory(OSError):
+    """A spool or state directory the daemon must not use: owned by someone else (``strerror`` says the fix)."""
+
+
+def secure_dir(directory, geteuid=os.geteuid):
+    """Check that ``directory`` belongs to this process's user and is not writable by group or other.
+
+    A directory we own that is group- or other-writable is fixed (chmod
+    without those bits, logged at WARNING with the old and new mode); one
+    owned by another user, or not a directory, raises UnsafeDirectory
+    naming the directory and the command that fixes it. A missing directory
+    is fine (it is created 0700 when needed). Return the new mode when it
+    was changed, else None. Raise OSError when it cannot be checked or fixed.
+    """
+    try:
+        info = os.stat(directory)
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISDIR(info.st_mode):
+        raise UnsafeDirectory(errno.ENOTDIR, 'not a directory; move it away so a directory can be created',
+                              directory)
+    me = geteuid()
+    if info.st_uid != me:
+        owner = 'root' if me == 0 else 'uid {0}'.format(me)
+        raise UnsafeDirectory(errno.EPERM, 'owned by uid {0}, not {1}; fix: chown {2} {3} && chmod 0700 {3}'.format(
+            info.st_uid, owner, 'root:root' if me == 0 else me, directory), directory)
+    old = stat.S_IMODE(info.st_mode)
+    if not old & 0o022:
+        return None
+    new = old & ~0o022
+    os.chmod(directory, new)
+    log.warning('%s was writable by group or other (mode %04o); changed to %04o', directory, old, new)
+    return new
+
+
+def check_dir(state_dir):
+    """Given ``paths.state_dir``, check it at daemon start (:func:`secure_dir`); raise UnsafeDirectory/OSError."""
+    secure_dir(state_dir)
+
+
 def read_json(file_path, default=None):
     """Return the JSON object stored in ``file_path``, or ``default``.
 
     ``default`` is returned when the file is missing; when it is unreadable
-    or not a JSON object, a warning naming the file is logged and ``default``
+    (a symlink, FIFO or anything but a regular file counts as unreadable: it
+    is never followed or blocked on) or not a JSON object, a warning naming the file is logged and ``default``
     is returned too (the file is left in place for inspection and is
     replaced by the next write).
     """
     try:
-        with open(file_path, 'rb') as stream:
-            data = json.loads(stream.read().decode('utf-8'))
+        data = json.loads(_read_regular(file_path).decode('utf-8'))
     except FileNotFoundError:
         return default
     except PermissionError:
@@ -71,6 +113,27 @@ def read_json(file_path, default=None):
                     'it will be rewritten', file_path)
         return default
     return data
+
+
+def _read_regular(file_path):
+    """Return the bytes of ``file_path``; refuse (OSError) a symlink, FIFO, directory or device."""
+    try:
+        fd = os.open(file_path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise OSError(errno.ELOOP, 'a symbolic link, not followed', file_path)
+        raise
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, 'not a regular file', file_path)
+        chunks = []
+        while True:
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                return b''.join(chunks)
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
 
 
 def write_json(file_path, data, mode=0o600):

@@ -5,8 +5,11 @@ pve_hooks_devserver.server.Server, whose ``store``, ``faults``, ``token``
 and ``stats`` it uses. Endpoints and methods come from
 pve_hooks_devserver.contract; admin endpoints under ``/_admin/`` need the
 same token: ``GET|POST /_admin/faults``, ``GET /_admin/stats``,
-``POST /_admin/stats/reset``, ``GET /_admin/dump``. Request-level faults
-(pve_hooks_devserver.faults) are acted on before the token is checked.
+``POST /_admin/stats/reset``, ``GET /_admin/dump``. The token is checked
+before the body is read (a client without it never makes the server read
+up to the body limit), except when a request-level fault
+(pve_hooks_devserver.faults, armed by an admin) is due: those are acted on
+before the token is checked, as before.
 """
 
 import http.server
@@ -25,6 +28,10 @@ from pve_hooks_devserver.contract import (MAX_BODY_BYTES, MAX_EVENT_ID_CHARS, MA
 from pve_hooks_devserver.request import BadRequest, check_token, json_body, read_body
 
 log = logging.getLogger(__name__)
+
+# Seconds a connection may stay silent (idle keep-alive, or a request stalled half-way) before it is closed.
+# The daemon's HTTP session reconnects on its next request, as it does after any closed keep-alive connection.
+IDLE_TIMEOUT = 10
 
 GARBAGE_PAGE = (b'<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway'
                 b'</h1></center><hr><center>nginx</center></body></html>\n')
@@ -57,7 +64,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = 'HTTP/1.1'
     server_version = 'pve-hooks-dev-accountdb/' + __version__
     disable_nagle_algorithm = True  # headers and body are separate writes: no 40 ms delayed-ACK stalls
-    timeout = 300  # an idle keep-alive connection (a client that went away) frees its thread after this
+    timeout = IDLE_TIMEOUT   # an idle keep-alive connection, or a stalled client, frees its thread after this
 
     def version_string(self):
         return self.server_version
@@ -94,15 +101,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self._raw = raw = b''
         self._recorded = path.startswith('/_admin/')  # statistics describe contract traffic only
         try:
+            fault = None if path.startswith('/_admin/') else self.server.faults.take(method, path)
+            if fault is None:
+                self._check_token_first()
             self._raw = raw = read_body(self.headers, self.rfile, self._body_limit())
             if path.startswith('/_admin/'):
-                check_token(self.headers, self.server.token)
                 self._admin(method, path, raw)
                 return
-            fault = self.server.faults.take(method, path)
-            if fault is not None and self._apply_fault(fault):
-                return
-            check_token(self.headers, self.server.token)
+            if fault is not None:
+                if self._apply_fault(fault):
+                    return
+                check_token(self.headers, self.server.token)
             self._route(method, path, raw)
         except BadRequest as error:
             if error.close:
@@ -115,6 +124,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self._error(500, 'internal error in the reference server: {0}'.format(type(error).__name__))
         finally:
             self._record()
+
+    def _check_token_first(self):
+        """Check the token before a byte of the body is read: a client without it cannot make us read
+        up to the body limit. On failure the unread body makes the connection unusable: it is closed."""
+        try:
+            check_token(self.headers, self.server.token)
+        except BadRequest as error:
+            error.close = error.close or self.headers.get('Content-Length', '0') not in ('0', '') or \
+                bool(self.headers.get('Transfer-Encoding'))
+            raise
 
     def _record(self, pending=0):
         """Add this request to the statistics once; ``pending``: response bytes not yet written.

@@ -1,7 +1,10 @@
 """The reference AccountDB HTTP server (contract v1, docs/accountdb-api.md): threads, TLS, statistics.
 
 A ``ThreadingHTTPServer`` speaking HTTP/1.1 with keep-alive, answering
-with pve_hooks_devserver.handler.Handler, backed by
+with pve_hooks_devserver.handler.Handler (one thread per connection, at
+most ``max_connections`` at once: the next is answered 503 with
+Retry-After and closed; a silent connection is closed after
+``handler.IDLE_TIMEOUT`` seconds), backed by
 :class:`pve_hooks_devserver.store.Store`, with fault injection
 (:mod:`pve_hooks_devserver.faults`); :func:`serve` runs it until SIGTERM
 or SIGINT (``pve-hooks dev-accountdb``).
@@ -10,6 +13,7 @@ or SIGINT (``pve-hooks dev-accountdb``).
 import http.server
 import json
 import logging
+import socket
 import ssl
 import threading
 
@@ -53,15 +57,30 @@ class Stats:
         return {'endpoints': data, 'totals': totals}
 
 
+MAX_CONNECTIONS = 64   # connections served at once (one thread each); more get 503
+_BUSY_BODY = b'{"error":"too many connections to the reference AccountDB"}\n'
+BUSY = (b'HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json; charset=utf-8\r\n'
+        b'Content-Length: ' + str(len(_BUSY_BODY)).encode('ascii') + b'\r\nRetry-After: 1\r\n'
+        b'Connection: close\r\n\r\n' + _BUSY_BODY)
+
+
 class Server(http.server.ThreadingHTTPServer):
-    """The reference AccountDB: ``store``, ``faults``, ``token`` (TokenFile) and ``stats``."""
+    """The reference AccountDB: ``store``, ``faults``, ``token`` (TokenFile) and ``stats``.
+
+    At most ``max_connections`` connections are served at once; one more is
+    answered 503 (Retry-After: 1) and closed, so no client can make the
+    server start a thread per connection without bound.
+    """
 
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 128
 
-    def __init__(self, address, store, token, faults=None, tls=None):
+    def __init__(self, address, store, token, faults=None, tls=None, max_connections=MAX_CONNECTIONS):
         super().__init__(address, Handler)
+        self.max_connections = max_connections
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self.busy_refused = 0
         self.store = store
         self.token = token
         self.faults = faults or faults_mod.Faults()
@@ -72,6 +91,35 @@ class Server(http.server.ThreadingHTTPServer):
             context.load_cert_chain(cert, key)
             self.socket = context.wrap_socket(self.socket, server_side=True, do_handshake_on_connect=False)
         self.scheme = 'https' if tls else 'http'
+
+    def process_request(self, request, client_address):
+        """Serve ``request`` in a thread of its own if a slot is free, else answer 503 and close it."""
+        if not self._slots.acquire(blocking=False):
+            self.busy_refused += 1
+            self._refuse(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def _refuse(self, request):
+        try:
+            if not isinstance(request, ssl.SSLSocket):   # TLS: no handshake done yet, so just close
+                request.settimeout(1)
+                request.sendall(BUSY)
+                request.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        finally:
+            self.shutdown_request(request)
 
     @property
     def url(self):

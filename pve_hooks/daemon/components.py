@@ -120,7 +120,7 @@ class Components:
         self.delivery = Delivery(settings, self.outbox, self.connection, whitelist=self.whitelist, clock=clock,
                                  should_stop=lambda: tools.shutdown.requested)
         self.inventory = InventorySync(settings, self.connection, whitelist=self.whitelist,
-                                       pvesh_run=pvesh_runner(tools), clock=clock)
+                                       pvesh_run=pvesh_runner(tools), clock=clock, tick=tools.watchdog.ping)
         self.health = HealthRunner(settings, offline=True, clock=clock, runner=command_runner(tools.watchdog))
         self.ready_dir = os.path.join(self.outbox.root, READY)
         self.outbox.ensure()   # before the watch: inotify needs ready/ to exist

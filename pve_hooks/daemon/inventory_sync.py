@@ -128,20 +128,23 @@ class InventorySync:
     ``whitelist``: an object with ``allows(vmid)`` and optionally ``etag``
     and ``filter.active`` (whitelist.WhitelistCache), or None.
     ``pvesh_run(settings, path)``: pvesh.run by default.
-    ``clock``: epoch seconds. ``attach``: callable(settings, guests) for
-    auto-attach, or None for pve_hooks.proxmox.attach.attach_guests.
+    ``clock``: epoch seconds. ``attach``: callable(settings, guests, tick=)
+    for auto-attach, or None for pve_hooks.proxmox.attach.attach_guests.
+    ``tick()``: called per guest attached and every second while qm/pct run
+    (the daemon passes its systemd watchdog's ping), or None.
     After each read ``pvesh_failures`` (failed reads in a row) and
     ``pvesh_error`` say how Proxmox answered; the daemon publishes them.
     """
 
     def __init__(self, settings, connection, whitelist=None, pvesh_run=pvesh.run, clock=time.time,
-                 attach=None):
+                 attach=None, tick=None):
         self.settings = settings
         self.connection = connection
         self.whitelist = whitelist
         self.pvesh_run = pvesh_run
         self.clock = clock
         self.attach = attach
+        self.tick = tick
         self.path = state_path(settings)
         self.state = state.read_json(self.path, {}) or {}
         self.dirty = True          # read Proxmox at the first pass after start
@@ -317,7 +320,7 @@ class InventorySync:
         attach = self.attach or attach_guests
         names = ', '.join(str(guest['vmid']) for guest in new)
         try:
-            summary = attach(self.settings, new)
+            summary = attach(self.settings, new, tick=self.tick)
         except Exception as error:  # attaching is best effort; reconciliation goes on
             log.error('auto-attach of new guests %s failed (%s); attach them with pve-hooks attach', names, error)
             return

@@ -34,6 +34,7 @@ from pve_hooks.daemon.delivery import Interrupted
 from pve_hooks.daemon.systemd import Notifier, Watchdog
 from pve_hooks.observe import alerts, listener, logs, metrics
 from pve_hooks.observe.status import LAST_KEYS, one_line
+from pve_hooks.outbox import recovery
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,8 @@ class Daemon:
 
         Raise AlreadyRunning, or OSError when the spool or state directory is unusable.
         """
+        statedir.check_dir(self.settings['paths.state_dir'])     # owner and mode: fixed or refused
+        recovery.check_dirs(self.settings['paths.spool_dir'])
         self._lock_fd = lock.acquire(self.settings['paths.state_dir'])
         published = statedir.read_json(statedir.path(self.settings, statedir.DAEMON), {}) or {}
         self.c = Components(self.settings, self.tools, published)

@@ -13,6 +13,7 @@ import os
 
 from pve_hooks.hook import spool
 from pve_hooks.hook.spool import CLAIMED, DEAD, QUARANTINE, READY
+from pve_hooks.outbox.files import open_regular
 from pve_hooks.outbox.store import REASON_SUFFIX, remove_file, scan_dir
 
 
@@ -109,7 +110,12 @@ def show(outbox, event_id):
 def _read_reason(path):
     """Return the reason record (JSON: time, reason, from) at ``path``, or None if missing or unreadable."""
     try:
-        with open(path, 'rb') as stream:
-            return json.loads(stream.read(65536).decode('utf-8'))
+        fd = open_regular(path)   # a FIFO or symlink named like a reason must not block or mislead the listing
     except (OSError, ValueError):
         return None
+    try:
+        return json.loads(os.read(fd, 65536).decode('utf-8'))
+    except (OSError, ValueError, RecursionError):
+        return None
+    finally:
+        os.close(fd)

@@ -12,11 +12,27 @@ hookscripts keep spooling.
 import logging
 import os
 
+from pve_hooks import statedir
 from pve_hooks.hook import spool
 from pve_hooks.hook.spool import CLAIMED, DEAD, READY, TMP
 from pve_hooks.outbox.store import BAD_NAME, scan_dir
 
 log = logging.getLogger(__name__)
+
+
+def check_dirs(spool_dir):
+    """Given ``paths.spool_dir``, check it and the outbox directories at daemon start.
+
+    Each must belong to this process's user (root) and not be writable by
+    group or other, as :func:`pve_hooks.hook.spool.ensure_dirs` creates them
+    (0700): one we own is fixed (logged at WARNING with the old and new
+    mode), one owned by another user is refused
+    (:class:`pve_hooks.statedir.UnsafeDirectory`, naming the fix). Missing
+    ones are fine (created later). Raise OSError.
+    """
+    root = spool.outbox_dir(spool_dir)
+    for directory in [spool_dir, root] + [os.path.join(root, sub) for sub in spool.SUBDIRS]:
+        statedir.secure_dir(directory)
 
 
 def recover(outbox):
@@ -40,6 +56,7 @@ def recover(outbox):
     released = len(claimed)
     tmp_removed = 0
     now = outbox.clock()
+    quarantined = 0
     for item in scan_dir(outbox.subdir(TMP)):
         try:
             if now - item.stat(follow_symlinks=False).st_mtime > outbox.tmp_max_age:
@@ -47,7 +64,10 @@ def recover(outbox):
                 tmp_removed += 1
         except FileNotFoundError:
             pass
-    quarantined = 0
+        except OSError as error:   # a directory, or a file we may not remove: set aside, never block the start
+            if outbox.quarantine(item.path, 'stale entry in tmp/ that cannot be removed ({0})'.format(
+                    error.strerror or error)):
+                quarantined += 1
     bad = []
     with spool.StateLock(outbox.spool_dir) as state:
         before = (state.seq, state.count, state.bytes)

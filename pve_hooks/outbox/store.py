@@ -20,6 +20,7 @@ from pve_hooks.hook import event as event_mod
 from pve_hooks.config import schema
 from pve_hooks.hook import spool
 from pve_hooks.hook.spool import CLAIMED, DEAD, QUARANTINE, READY
+from pve_hooks.outbox.files import open_regular
 
 log = logging.getLogger(__name__)
 REASON_SUFFIX = '.reason'
@@ -192,10 +193,12 @@ class Outbox:
 
         ``entry``'s size and mtime are filled in from the open file, and its
         name must match the event's event_id, seq and vmid. Raise OSError if
-        the file cannot be read, ValueError if it is too large, not JSON,
-        fails :func:`pve_hooks.hook.event.validate` or does not match ``entry``.
+        the file cannot be read, ValueError if it is not a regular file (a
+        symlink, FIFO, directory or device: see :func:`open_regular`), too
+        large, not JSON, fails :func:`pve_hooks.hook.event.validate` or does
+        not match ``entry``.
         """
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)   # not open(): no buffer objects for one small read
+        fd = open_regular(path)
         try:
             data = os.read(fd, event_mod.MAX_EVENT_BYTES + 1)
             if entry is not None:
@@ -209,6 +212,8 @@ class Outbox:
             event = json.loads(data.decode('utf-8'))
         except (UnicodeDecodeError, ValueError) as error:
             raise ValueError('not valid JSON ({0})'.format(error))
+        except RecursionError:   # e.g. 60 KB of '[': json recurses once per level
+            raise ValueError('not valid JSON (nested too deeply)')
         event_mod.validate(event)
         if entry is not None and (event['event_id'], event['seq'], event['vmid']) != (
                 entry.event_id, entry.seq, entry.vmid):

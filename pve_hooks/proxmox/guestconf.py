@@ -4,8 +4,16 @@ Only the top section of ``nodes/<node>/{qemu-server,lxc}/<vmid>.conf`` counts:
 everything after the first ``[section]`` line is snapshots and pending
 changes. Reading files is cheap and needs no pvesh; ``qm``/``pct`` do the
 writing (see :mod:`pve_hooks.proxmox.attach`).
+
+Each Guest carries the ``digest`` of the file it was read from, computed as
+Proxmox computes it: the SHA-1 (hex) of the raw file content
+(qemu-server ``src/PVE/QemuServer.pm`` parse_vm_config and pve-container
+``src/PVE/LXC/Config.pm`` parse_pct_config: ``digest =>
+Digest::SHA::sha1_hex($raw)``). Passed as ``qm set --digest``, it makes
+Proxmox refuse the change when the file changed since it was read.
 """
 
+import hashlib
 import os
 
 from pve_hooks.proxmox import inventory
@@ -14,15 +22,17 @@ from pve_hooks.proxmox import inventory
 class Guest:
     """One guest's config: vmid (int), type ('qemu'/'lxc'), name, hookscript (volume id or None), template."""
 
-    __slots__ = ('vmid', 'type', 'name', 'hookscript', 'template', 'node')
+    __slots__ = ('vmid', 'type', 'name', 'hookscript', 'template', 'node', 'path', 'digest')
 
-    def __init__(self, vmid, type_, name, hookscript, template, node):
+    def __init__(self, vmid, type_, name, hookscript, template, node, path=None, digest=None):
         self.vmid = vmid
         self.type = type_
         self.name = name
         self.hookscript = hookscript
         self.template = template
         self.node = node
+        self.path = path        # the config file it was read from
+        self.digest = digest    # Proxmox's digest of that file's content (see the module docstring)
 
     def __repr__(self):
         return 'Guest({0} {1} hookscript={2!r} template={3})'.format(self.type, self.vmid, self.hookscript,
@@ -31,8 +41,17 @@ class Guest:
 
 def top_section(path):
     """Return {key: value} from the top section of a guest config file. Raise OSError."""
+    return read_config(path)[0]
+
+
+def read_config(path):
+    """Return ({key: value} of the top section, digest) of a guest config file. Raise OSError.
+
+    ``digest`` is the SHA-1 hex of the raw bytes, as Proxmox computes a config's digest.
+    """
     with open(path, 'rb') as stream:
-        text = stream.read().decode('utf-8', 'replace')
+        raw = stream.read()
+    text = raw.decode('utf-8', 'replace')
     options = {}
     for line in text.splitlines():
         stripped = line.strip()
@@ -43,26 +62,34 @@ def top_section(path):
         key, sep, value = stripped.partition(':')
         if sep:
             options[key.strip()] = value.strip()
-    return options
+    return options, hashlib.sha1(raw).hexdigest()
 
 
 def read_guest(path, vmid, guest_type, node):
-    """Return the Guest described by config file ``path``. Raise OSError."""
-    options = top_section(path)
+    """Return the Guest described by config file ``path`` (with its digest). Raise OSError."""
+    options, digest = read_config(path)
     name = options.get('name' if guest_type == 'qemu' else 'hostname') or None
     return Guest(vmid, guest_type, name, options.get('hookscript') or None,
-                 options.get('template', '0').strip() == '1', node)
+                 options.get('template', '0').strip() == '1', node, path, digest)
 
 
-def node_guests(pve_root, node):
+def reread(guest):
+    """Return ``guest`` read again from its config file. Raise OSError (e.g. it moved away)."""
+    return read_guest(guest.path, guest.vmid, guest.type, guest.node)
+
+
+def node_guests(pve_root, node, tick=None):
     """Return ({vmid: Guest}, {vmid: error text}) for the guests whose configs are on ``node``.
 
     Same guests as ``ls /etc/pve/nodes/<node>/qemu-server /etc/pve/nodes/<node>/lxc``.
     A config that cannot be read (e.g. the guest moved away meanwhile) is
-    reported in the second dict instead of raising.
+    reported in the second dict instead of raising. ``tick()``, when given,
+    is called before each file is read (the daemon's watchdog).
     """
     guests, errors = {}, {}
     for vmid, guest_type, path in inventory.list_guest_configs(pve_root, node):
+        if tick is not None:
+            tick()
         try:
             guests[vmid] = read_guest(path, vmid, guest_type, node)
         except OSError as error:

@@ -130,3 +130,17 @@ def test_progress_bar_only_on_a_terminal(node):
     assert done.returncode == 0
     text = output.decode()
     assert 'attaching' in text and 'attached 3, unchanged 0' in text
+
+
+def test_a_hookscript_set_while_attaching_is_left_alone_and_reported(node):
+    run(node, 'snippets', 'install')
+    node.guest(100)
+    node.guest(101)
+    node.race(101, 'local:snippets/gpu.sh')
+    done = run(node, 'attach', '--all')
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == ('attached 1, unchanged 0, skipped 1 (foreign hookscript: 101 '
+                                           'local:snippets/gpu.sh), failed 0')
+    assert node.hookscript(101) == 'local:snippets/gpu.sh'
+    assert all('--digest' in call for call in node.calls(digests=True))
+    assert 'Traceback' not in done.stderr

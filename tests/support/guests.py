@@ -6,8 +6,27 @@ and edits the guest's config file the way Proxmox does for
 ``set <vmid> --hookscript <vol>`` and ``set <vmid> --delete hookscript``
 (top section only). A vmid listed in ``fail.txt`` makes the call fail like a
 held lock does.
+
+``--digest <sha1>`` is checked as Proxmox checks it, after taking the
+config lock and loading the config, before changing anything: the config's
+digest is ``Digest::SHA::sha1_hex($raw)`` of the raw file (qemu-server
+``src/PVE/QemuServer.pm`` parse_vm_config; pve-container
+``src/PVE/LXC/Config.pm`` parse_pct_config); a different one makes
+``qm set`` die with "checksum mismatch (file change by other user?)"
+(qemu-server ``src/PVE/API2/Qemu.pm``, ``$update_vm_api`` →
+``$load_and_check_config``) and ``pct set`` with "detected modified
+configuration - file changed by other user? Try again." (pve-container
+``src/PVE/API2/LXC/Config.pm`` update_vm → pve-common ``src/PVE/Tools.pm``
+assert_if_modified); nothing is written. A die in a PVE CLI tool exits 255
+(Perl's exit status for an uncaught die). Read at qemu-server 9.2.6
+(e6352be6), pve-container 94f5585, pve-common 9.2.1 (f665029).
+
+:meth:`FakeNode.race` makes the fake first set another hookscript in a
+guest's config, once, as if another administrator ran ``qm set`` between
+pve-hooks reading the config and its own ``qm set``.
 """
 
+import hashlib
 import json
 import os
 import sys
@@ -17,7 +36,7 @@ from pve_hooks.config import loader as config
 NODE = 'pve1'
 
 _FAKE = r'''#!{python}
-import json, os, sys
+import hashlib, json, os, sys
 KIND = {kind!r}
 ROOT = {root!r}
 NODE = {node!r}
@@ -42,8 +61,29 @@ except FileNotFoundError:
 if vmid in failing:
     sys.stderr.write("can't lock file '/var/lock/qemu-server/lock-%s.conf' - got timeout\n" % vmid)
     sys.exit(2)
-with open(path) as stream:
-    lines = stream.read().splitlines()
+race = os.path.join(STATE, 'race-' + vmid)
+if os.path.exists(race):   # another administrator's qm set, just before ours (see FakeNode.race)
+    with open(race) as stream:
+        other = stream.read().strip()
+    os.unlink(race)
+    with open(path) as stream:
+        lines = [line for line in stream.read().splitlines() if not line.startswith('hookscript:')]
+    with open(path, 'w') as stream:
+        stream.write('\n'.join(['hookscript: ' + other] + lines) + '\n')
+digest = None
+if '--digest' in args[2:]:
+    at = args.index('--digest', 2)
+    digest = args[at + 1] if at + 1 < len(args) else ''
+    del args[at:at + 2]
+with open(path, 'rb') as stream:
+    raw = stream.read()
+if digest and digest != hashlib.sha1(raw).hexdigest():
+    if KIND == 'qm':
+        sys.stderr.write('checksum mismatch (file change by other user?)\n')
+    else:
+        sys.stderr.write('detected modified configuration - file changed by other user? Try again.\n')
+    sys.exit(255)
+lines = raw.decode().splitlines()
 end = next((i for i, line in enumerate(lines) if line.startswith('[')), len(lines))
 top = [line for line in lines[:end] if not line.startswith('hookscript:')]
 if args[2:4] == ['--hookscript', args[3] if len(args) > 3 else None] and len(args) == 4:
@@ -140,13 +180,33 @@ class FakeNode:
             'node', 'proxmox.pve_root', 'proxmox.storage_cfg', 'proxmox.qm', 'proxmox.pct',
             'proxmox.hookscript_source', 'paths.state_dir', 'paths.spool_dir')] + list(overrides)
 
-    def calls(self):
-        """Return the recorded qm/pct calls: lists like ['qm', 'set', '101', '--hookscript', vol]."""
+    def calls(self, digests=False):
+        """Return the recorded qm/pct calls: lists like ['qm', 'set', '101', '--hookscript', vol].
+
+        ``--digest <sha1>`` is left out unless ``digests``.
+        """
         try:
             with open(os.path.join(self.state, 'calls.jsonl')) as stream:
-                return [json.loads(line) for line in stream]
+                calls = [json.loads(line) for line in stream]
         except FileNotFoundError:
             return []
+        if not digests:
+            for call in calls:
+                if '--digest' in call:
+                    at = call.index('--digest')
+                    del call[at:at + 2]
+        return calls
+
+    def race(self, vmid, hookscript):
+        """Make the next qm/pct call for ``vmid`` find ``hookscript`` set by someone else just before it."""
+        with open(os.path.join(self.state, 'race-{0}'.format(vmid)), 'w') as stream:
+            stream.write(hookscript)
+
+    def digest(self, vmid, kind='qemu'):
+        """Return the digest Proxmox computes for the guest's config file: sha1 hex of its raw bytes."""
+        folder = 'qemu-server' if kind == 'qemu' else 'lxc'
+        with open(os.path.join(self.pve_root, 'nodes', NODE, folder, '{0}.conf'.format(vmid)), 'rb') as stream:
+            return hashlib.sha1(stream.read()).hexdigest()
 
     def fail(self, *vmids):
         """Make qm/pct fail for these vmids."""

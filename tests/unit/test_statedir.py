@@ -85,3 +85,39 @@ def test_atomic_write_does_not_follow_a_planted_temporary_symlink(tmp_path):
 
 def test_path_names_a_file_in_the_state_directory():
     assert state.path({'paths.state_dir': '/var/lib/pve-hooks'}, state.BREAKER) == '/var/lib/pve-hooks/breaker.json'
+
+
+def test_read_json_does_not_follow_a_symlink(tmp_path, caplog):
+    target = tmp_path / 'elsewhere.json'
+    target.write_text('{"planted": true}')
+    os.symlink(str(target), str(tmp_path / 'breaker.json'))
+    assert state.read_json(str(tmp_path / 'breaker.json'), {'default': 1}) == {'default': 1}
+    assert 'a symbolic link, not followed' in caplog.text
+
+
+def test_read_json_of_a_fifo_returns_at_once(tmp_path, caplog):
+    os.mkfifo(str(tmp_path / 'inventory.json'))
+    assert state.read_json(str(tmp_path / 'inventory.json'), {}) == {}
+    assert 'not a regular file' in caplog.text
+
+
+def test_read_json_of_deeply_nested_content_is_the_default(tmp_path):
+    (tmp_path / 'x.json').write_text('[' * 60000)
+    assert state.read_json(str(tmp_path / 'x.json'), {}) == {}
+
+
+def test_secure_dir_fixes_our_writable_directory_and_refuses_a_foreign_one(tmp_path, caplog):
+    import stat
+
+    directory = tmp_path / 'state'
+    directory.mkdir(mode=0o700)
+    os.chmod(str(directory), 0o777)
+    assert state.secure_dir(str(directory)) == 0o755
+    assert stat.S_IMODE(os.stat(str(directory)).st_mode) == 0o755
+    assert '(mode 0777); changed to 0755' in caplog.text
+    assert state.secure_dir(str(directory)) is None
+    with pytest.raises(state.UnsafeDirectory, match='owned by uid .*, not uid 7; fix: chown 7 '):
+        state.secure_dir(str(directory), geteuid=lambda: 7)
+    (tmp_path / 'file').write_text('')
+    with pytest.raises(state.UnsafeDirectory, match='not a directory'):
+        state.secure_dir(str(tmp_path / 'file'))

@@ -192,13 +192,30 @@ def test_auto_attach_gets_only_guests_that_appear_after_the_baseline(dev_account
     fake_node.create_guest(100, 'qemu')
     attached = []
     site = Site(dev_accountdb, fake_node, tmp_path, 'reconcile.auto_attach=true',
-                attach=lambda settings, guests: attached.append([g['vmid'] for g in guests]))
+                attach=lambda settings, guests, tick=None: attached.append([g['vmid'] for g in guests]))
     site.sync.run()
     assert attached == []   # the first read is the baseline
     fake_node.create_guest(101, 'lxc')
     site.clock.now += 60
     site.sync.run()
     assert attached == [[101]]
+
+
+def test_auto_attach_passes_the_watchdog_tick(dev_accountdb, fake_node, tmp_path):
+    ticks = []
+    seen = []
+
+    def attach(settings, guests, tick=None):
+        seen.append([g['vmid'] for g in guests])
+        tick()
+
+    site = Site(dev_accountdb, fake_node, tmp_path, 'reconcile.auto_attach=true', attach=attach)
+    site.sync.tick = lambda: ticks.append(1)
+    site.sync.run()
+    fake_node.create_guest(102, 'qemu')
+    site.clock.now += 60
+    site.sync.run()
+    assert seen == [[102]] and ticks == [1]
 
 
 def test_state_survives_a_restart(site):

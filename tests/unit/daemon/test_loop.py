@@ -108,6 +108,29 @@ def test_start_step_shutdown(site):
     os.close(lock.acquire(site.settings['paths.state_dir']))   # released
 
 
+def test_start_fixes_a_writable_spool_refuses_a_foreign_state_dir_and_feeds_attach_the_watchdog(site, caplog):
+    import stat
+
+    site.outbox.ensure()
+    os.chmod(site.settings['paths.spool_dir'], 0o777)
+    runner = site.daemon()
+    runner.start()
+    try:
+        assert stat.S_IMODE(os.stat(site.settings['paths.spool_dir']).st_mode) == 0o755
+        assert '(mode 0777); changed to 0755' in caplog.text
+        assert runner.c.inventory.tick == runner.tools.watchdog.ping
+    finally:
+        runner.shutdown()
+    if os.geteuid() != 0:
+        return   # giving a directory away needs root
+    os.chown(site.settings['paths.state_dir'], 65534, -1)
+    try:
+        with pytest.raises(state.UnsafeDirectory, match='owned by uid 65534, not root; fix: chown root:root '):
+            site.daemon().start()
+    finally:
+        os.chown(site.settings['paths.state_dir'], 0, -1)
+
+
 def test_heartbeat_carries_version_outbox_breaker_and_health(site):
     runner = site.daemon()
     runner.start()

@@ -173,3 +173,68 @@ def test_serves_on_ipv6_loopback(caplog):
         assert caplog.records == []
     finally:
         listener.stop(server)
+
+
+# -- clients that send the request and never read, and oversized heads --------------------------------------------
+
+
+def _big_server(timeout, workers=1, size=32 << 20):
+    page = b'#' * size     # far more than the socket buffers hold: the answer cannot be written at once
+    server = listener.MetricsServer('127.0.0.1', 0, {'/metrics': lambda: (page, 'text/plain')}, timeout=timeout,
+                                    workers=workers)
+    server.start()
+    return server
+
+
+def _ask(server, head=b'GET /metrics HTTP/1.0\r\n\r\n'):
+    sock = socket.create_connection(server.server_address[:2], timeout=10)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.sendall(head)
+    return sock
+
+
+def test_a_client_that_never_reads_the_answer_frees_its_worker_at_the_deadline():
+    server = _big_server(timeout=1.0)
+    try:
+        stalled = _ask(server)
+        time.sleep(0.3)                                  # its worker is stuck writing
+        assert _ask(server).recv(64).startswith(b'HTTP/1.0 503')   # the only worker is busy: 503, not a hang
+        started = time.monotonic()
+        while True:                                      # the worker gives up after `timeout`, then answers again
+            answer = _ask(server)
+            first = answer.recv(64)
+            answer.close()
+            if first.startswith(b'HTTP/1.0 200'):
+                break
+            assert time.monotonic() - started < 5, 'the worker never came back'
+            time.sleep(0.2)
+        assert threading.active_count() < 20
+        stalled.close()
+    finally:
+        server.shutdown()
+
+
+@pytest.mark.parametrize('head', [
+    b'GET /metrics HTTP/1.0\r\nX-Big: ' + b'a' * 200000,                          # never ends
+    b'GET /metrics HTTP/1.0\r\nX-Big: ' + b'a' * 100000 + b'\r\n\r\n',            # ends, but far too long
+])
+def test_a_huge_header_is_refused_and_costs_nothing(head):
+    server = _big_server(timeout=5.0, size=10)
+    try:
+        sock = socket.create_connection(server.server_address[:2], timeout=10)
+        try:
+            sock.sendall(head)
+        except (BrokenPipeError, ConnectionResetError):
+            pass                                         # closed while we were still sending: refused
+        try:
+            answer = sock.recv(64)
+        except ConnectionResetError:
+            answer = b''
+        assert not answer.startswith(b'HTTP/1.0 200')
+        sock.close()
+        assert server.pending() == 0
+        ok = _ask(server)
+        assert ok.recv(64).startswith(b'HTTP/1.0 200')
+        ok.close()
+    finally:
+        server.shutdown()

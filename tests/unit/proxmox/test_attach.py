@@ -196,3 +196,95 @@ def test_guest_dicts_from_the_inventory_are_accepted(node):
     node.guest(101)
     summary = attach.attach_guests(node.settings(), [{'vmid': 101, 'type': 'qemu', 'name': 'guest101'}])
     assert summary.changed == [101] and node.hookscript(100) is None
+
+
+# -- the config's digest: a hookscript set between our read and our qm set is never overwritten --------------
+
+def test_qm_set_carries_the_digest_of_the_config_as_read(node):
+    node.guest(100)
+    node.guest(200, kind='lxc')
+    digests = {100: node.digest(100), 200: node.digest(200, 'lxc')}
+    attach.attach_guests(node.settings(), None)
+    assert node.calls(digests=True) == [
+        ['qm', 'set', '100', '--hookscript', VOL, '--digest', digests[100]],
+        ['pct', 'set', '200', '--hookscript', VOL, '--digest', digests[200]]]
+
+
+@pytest.mark.parametrize('kind', ['qemu', 'lxc'])
+def test_a_hookscript_set_meanwhile_is_skipped_not_overwritten(node, kind, caplog):
+    node.guest(100, kind=kind)
+    node.race(100, 'local:snippets/gpu.sh')
+    summary = attach.attach_guests(node.settings(), None)
+    assert summary.skipped == [(100, 'foreign hookscript', 'local:snippets/gpu.sh')]
+    assert summary.changed == [] and summary.ok
+    assert node.hookscript(100, kind) == 'local:snippets/gpu.sh'
+    assert len(node.calls()) == 1      # refused by the digest; decided again without another call
+    assert 'guest 100: its config changed while pve-hooks was changing it' in caplog.text
+
+
+def test_ours_set_meanwhile_is_unchanged(node):
+    node.guest(100)
+    node.race(100, VOL)
+    summary = attach.attach_guests(node.settings(), [100])
+    assert summary.unchanged == [100] and summary.changed == []
+
+
+def test_an_unrelated_change_meanwhile_is_retried_with_the_new_digest(node):
+    node.guest(100)
+    node.race(100, 'oldstore:snippets/accountdb-hook')   # ours, other storage: still to be replaced
+    summary = attach.attach_guests(node.settings(), [100])
+    assert summary.changed == [100] and node.hookscript(100) == VOL
+    calls = node.calls(digests=True)
+    assert len(calls) == 2 and calls[0][-1] != calls[1][-1]
+
+
+def test_detach_leaves_a_hookscript_set_meanwhile(node):
+    node.guest(100, hookscript=VOL)
+    node.race(100, 'local:snippets/gpu.sh')
+    summary = attach.detach_guests(node.settings(), [100])
+    assert summary.skipped == [(100, 'foreign hookscript', 'local:snippets/gpu.sh')]
+    assert node.hookscript(100) == 'local:snippets/gpu.sh'
+
+
+def test_a_config_that_keeps_changing_fails_after_a_few_attempts(node):
+    node.guest(100)
+
+    def runner(argv, timeout):
+        return 255, 'checksum mismatch (file change by other user?)\n'
+
+    summary = attach.attach_guests(node.settings(), [100], runner=runner)
+    assert summary.failed == [(100, 'its config changed during each of 3 attempts (another tool keeps editing '
+                                    'it); try again later')]
+
+
+# -- the watchdog: tick per guest and while qm runs -------------------------------------------------------------
+
+def test_tick_is_called_per_guest_and_every_second_while_qm_runs(node, tmp_path):
+    import os
+    import time
+
+    slow = tmp_path / 'slow-qm'
+    slow.write_text('#!/bin/sh\nsleep 2.5\n')
+    os.chmod(str(slow), 0o755)
+    for vmid in (100, 101):
+        node.guest(vmid)
+    ticks = []
+    summary = attach.attach_guests(node.settings('proxmox.qm=' + str(slow)), None,
+                                   tick=lambda: ticks.append(time.monotonic()))
+    assert summary.changed == [100, 101]
+    gaps = [later - earlier for earlier, later in zip(ticks, ticks[1:])]
+    assert len(ticks) >= 8 and max(gaps) < 1.5
+
+
+def test_a_hung_qm_is_killed_at_set_timeout_while_ticking(node, tmp_path):
+    import os
+
+    hung = tmp_path / 'hung-qm'
+    hung.write_text('#!/bin/sh\nexec sleep 60\n')
+    os.chmod(str(hung), 0o755)
+    node.guest(100)
+    ticks = []
+    summary = attach.attach_guests(node.settings('proxmox.qm=' + str(hung), 'proxmox.set_timeout=2.5'), None,
+                                   tick=lambda: ticks.append(1))
+    assert summary.failed == [(100, 'hung-qm set exited 124: {0} set 100 killed after 2.5 s'.format(hung))]
+    assert len(ticks) >= 3
