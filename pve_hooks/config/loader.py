@@ -226,7 +226,8 @@ def _cross_checks(values, sources):
                       ('health.memory_warning', 'health.memory_critical'),
                       ('health.load_warning', 'health.load_critical'),
                       ('health.outbox_age_warning', 'health.outbox_age_critical'),
-                      ('retry.base_delay', 'retry.max_delay')):
+                      ('retry.base_delay', 'retry.max_delay'),
+                      ('hook.chain_timeout', 'hook.chain_deadline')):
         if values[low] > values[high]:
             errors.append('{0}: {1} is above {2} ({3}) (from {4})'.format(
                 low, values[low], high, values[high], sources[low]))

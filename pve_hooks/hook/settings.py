@@ -17,8 +17,8 @@ from pve_hooks.config import schema
 DEFAULT_FILE = '/etc/pve-hooks/config.yaml'
 ENV_FILE = 'PVE_HOOKS_CONFIG'
 HOOK_KEYS = ('node', 'paths.spool_dir', 'proxmox.pve_root', 'hook.on_error', 'hook.chain_dir',
-             'hook.chain_timeout', 'hook.chain_on_error', 'hook.journal_socket', 'outbox.max_events',
-             'outbox.max_bytes', 'outbox.tmp_max_age')
+             'hook.chain_timeout', 'hook.chain_deadline', 'hook.chain_on_error', 'hook.journal_socket',
+             'hook.lock_timeout', 'outbox.max_events', 'outbox.max_bytes', 'outbox.tmp_max_age')
 
 
 def valid_node(value):
