@@ -363,7 +363,9 @@ OPTIONS = (
     # Alerts
     O('alerts.command', Optional(StringList()), None,
       'Program and arguments run with each alert as JSON on stdin (no shell).'),
-    O('alerts.webhook', Optional(Url()), None, 'URL that receives each alert as a JSON POST.'),
+    O('alerts.webhook', Optional(Url()), None,
+      'URL that receives each alert as a JSON POST; treated as a secret (its path usually is one): shown as '
+      'scheme://host/*** and never logged.', secret=True),
     O('alerts.timeout', Number(0.1, 300), 10.0, 'Seconds an alert command or webhook may take.'),
     O('alerts.after', Number(0, 86400), 300.0, 'Seconds the breaker must stay open before it is alerted.'),
     O('alerts.repeat_interval', Number(1, 86400 * 7), 3600.0,

@@ -105,8 +105,10 @@ class Daemon:
     def start(self):
         """Lock, recover the outbox, probe AccountDB, tell systemd we are ready.
 
-        Raise AlreadyRunning, or OSError when the spool or state directory is unusable.
+        Raise AlreadyRunning, OSError when the spool or state directory is unusable, or
+        config.ConfigError when the hookscript would read the configuration file differently.
         """
+        config.check_hookscript_reads(self.settings)
         self._lock_fd = lock.acquire(self.settings['paths.state_dir'])
         published = statedir.read_json(statedir.path(self.settings, statedir.DAEMON), {}) or {}
         self.c = Components(self.settings, self.tools, published)
@@ -305,6 +307,9 @@ class Daemon:
                       '; '.join(error.errors))
             notifier.ready(self.status_line())
             return False
+        if not self._hookscript_reads(new):
+            notifier.ready(self.status_line())
+            return False
         old_settings, old = self.settings, self.c
         logs.configure(new)
         try:
@@ -330,6 +335,20 @@ class Daemon:
         log.info('configuration reloaded (%d option%s changed%s)', len(changed), '' if len(changed) == 1 else 's',
                  ': ' + ', '.join(changed[:10]) if changed else '')
         notifier.ready(self.status_line())
+        return True
+
+    def _hookscript_reads(self, new):
+        """Return True if the hookscript reads ``new``'s file as the daemon does; else log, alert, False."""
+        condition = alerts.CONFIG_UNREADABLE_BY_HOOKSCRIPT
+        try:
+            config.check_hookscript_reads(new)
+        except config.ConfigError as error:
+            message = 'the hookscript would read the new configuration file differently ({0}); fix it ' \
+                      '(pve-hooks config check) and reload'.format('; '.join(error.errors))
+            log.critical('configuration reload rejected, keeping the running configuration: %s', message)
+            self.tools.alerter.update(condition, True, message, {'file': new.file})
+            return False
+        self.tools.alerter.update(condition, False, 'the hookscript reads the configuration file again')
         return True
 
 

@@ -136,7 +136,7 @@ def test_accountdb_auth(alerter, caplog):
 def test_every_condition_has_a_constant():
     assert sorted(alerts.CONDITIONS) == sorted({
         'accountdb_auth', 'breaker_open', 'outbox_full', 'outbox_depth', 'dead_letters', 'whitelist_stale',
-        'pvesh_failing', 'node_health_critical', 'accountdb_configuration'})
+        'pvesh_failing', 'node_health_critical', 'accountdb_configuration', 'config_unreadable_by_hookscript'})
 
 
 def _snapshot(clock, **changes):
