@@ -158,7 +158,7 @@ def run_chain(scripts, args, environ, timeout, deadline, report, vmid, phase, ou
             which = 'hook.chain_timeout' if limit >= timeout else 'what was left of hook.chain_deadline'
             report.line(journal_native.ERROR, 'chained hook {0} was killed after {1:g} s ({2}) in {3} of guest '
                         '{4}; make it faster or raise hook.chain_timeout / hook.chain_deadline'.format(
-                            path, limit, which, phase, vmid), VMID=vmid, PHASE=phase)
+                            path, round(limit, 1), which, phase, vmid), VMID=vmid, PHASE=phase)
         elif status != 0:
             failures += 1
             how = 'killed by signal {0}'.format(-status) if status < 0 else 'exited with status {0}'.format(status)
