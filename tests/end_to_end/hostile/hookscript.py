@@ -78,17 +78,32 @@ def processes_with(marker):
     return pids
 
 
+def _marker(name):
+    """Return a sleep time unique to this test run and chained hook ``name``, to find its processes by."""
+    return '30.{0}{1}'.format(len(name), os.getpid())
+
+
+def _chain_with_child(fixtures, name, body):
+    """Run a node whose one chained hook ``name`` runs ``body`` (``{0}``: a unique sleep time, the marker).
+
+    Chain timeout 2 s, deadline 3 s; fail unless the run exits 0 within the deadline + 1 s. Return
+    (node, marker, CompletedProcess).
+    """
+    node = fixtures('make_node')('pve1', settings={'hook.chain_timeout': 2, 'hook.chain_deadline': 3})
+    marker = _marker(name)
+    chained(node, name, body.format(marker))
+    result, seconds = proxmox_run(node)
+    assert seconds < 3 + 1 and result.returncode == 0, (seconds, result)
+    return node, marker, result
+
+
 @case('hook-chain-background-child', 'hookscript',
       'a chained hook leaves `sleep 30 &` behind and exits 0 (chain_timeout 2, chain_deadline 3), the parent reads '
       'stdout/stderr to EOF as Proxmox does',
       'returns at once (within hook.chain_deadline + 1 s), exit 0, the hook\'s output relayed, its leftover killed '
       'with one warning; the event is in ready/')
 def _(fixtures):
-    node = fixtures('make_node')('pve1', settings={'hook.chain_timeout': 2, 'hook.chain_deadline': 3})
-    marker = '30.0{0}'.format(os.getpid())
-    chained(node, '10-background', 'echo from-the-hook\nsleep {0} &\nexit 0'.format(marker))
-    result, seconds = proxmox_run(node)
-    assert seconds < 3 + 1 and result.returncode == 0, (seconds, result)
+    node, marker, result = _chain_with_child(fixtures, '10-background', 'echo from-the-hook\nsleep {0} &\nexit 0')
     assert 'from-the-hook' in result.stdout
     one_line(result.stderr, '10-background left processes behind', 'killed')
     recorded(node, [])
@@ -101,16 +116,12 @@ def _(fixtures):
       'returns within hook.chain_deadline + 1 s, exit 0: the child holds the hook\'s own pipe, not Proxmox\'s; the '
       'event is in ready/')
 def _(fixtures):
-    node = fixtures('make_node')('pve1', settings={'hook.chain_timeout': 2, 'hook.chain_deadline': 3})
-    marker = '30.1{0}'.format(os.getpid())
-    chained(node, '10-escape', 'setsid sleep {0} &\nexit 0'.format(marker))
     try:
-        result, seconds = proxmox_run(node)
-        assert seconds < 3 + 1 and result.returncode == 0, (seconds, result)
+        node, _, result = _chain_with_child(fixtures, '10-escape', 'setsid sleep {0} &\nexit 0')
         assert lines(result.stderr) == [] or all('left processes behind' in line for line in lines(result.stderr))
         recorded(node, [])
     finally:
-        for pid in processes_with(marker):  # the escaped sleep this row started
+        for pid in processes_with(_marker('10-escape')):  # the escaped sleep this row started
             os.kill(pid, signal.SIGKILL)
 
 
