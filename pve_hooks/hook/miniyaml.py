@@ -51,9 +51,10 @@ def loads(text, source='<string>'):
     """
     if text.startswith('\ufeff'):
         text = text[1:]
+    text = text.replace('\r\n', '\n')
+    _check_characters(text, source)
     lines = []  # (line number, indent, key, value text or None)
     for number, raw in enumerate(text.split('\n'), 1):
-        raw = raw.rstrip('\r')
         stripped = raw.lstrip(' ')
         if not stripped or stripped.startswith('#'):
             continue
@@ -95,6 +96,23 @@ def read_bounded(path):
     finally:
         posix.close(fd)
     return b''.join(chunks)
+
+
+# Characters YAML does not allow in a stream (its Reader refuses them), or reads as line breaks inside a line.
+_BAD_ASCII = tuple(chr(code) for code in range(32) if chr(code) not in '\t\n') + ('\x7f',)
+_BAD_WIDE = ('\x85', '\u2028', '\u2029', '\ufeff')
+
+
+def _check_characters(text, source):
+    """Raise MiniYamlError at the first control character or in-line break (``\r`` alone, U+2028...)."""
+    found = [text.find(ch) for ch in _BAD_ASCII if ch in text]  # C-speed substring tests; ASCII text: done
+    if not text.isascii():
+        found += [index for index, ch in enumerate(text)
+                  if ch in _BAD_WIDE or '\x80' <= ch < '\xa0' or '\ud800' <= ch <= '\udfff' or ch in '\ufffe\uffff']
+    if found:
+        index = min(found)
+        raise MiniYamlError(source, text.count('\n', 0, index) + 1, 'control or line-break character {0!r} in '
+                                                                     'the text; remove it'.format(text[index]))
 
 
 def _is_empty_mapping(tail):
@@ -287,6 +305,8 @@ def _plain(text, source, number):
         return True
     if text in _FALSE:
         return False
+    if '\t' in text:
+        raise MiniYamlError(source, number, 'tab in the value {0!r}; use spaces or quote it'.format(text))
     first = text[0]
     if first in '&*':
         raise MiniYamlError(source, number, 'anchors and aliases ({0!r}) are outside the supported subset; write '
@@ -315,7 +335,7 @@ def _number(text, body):
         return None
     if fraction and not (fraction.isdigit() and fraction.isascii()):
         return None
-    if not whole and not fraction:
+    if not whole and (not fraction or text[0] in '+-'):  # YAML 1.1 reads -.5 as a string
         return None
     if e and not (exponent[:1] in '+-' and exponent[1:].isdigit() and exponent[1:].isascii()):
         return None
