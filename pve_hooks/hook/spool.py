@@ -288,8 +288,9 @@ def spool_event(spool_dir, vmid, event_id, build, now_ns, max_events, max_bytes,
     ``lock_timeout`` bounds the wait for the outbox lock (None: no bound).
     With a list ``notes`` the event is written even when the counters cannot
     be (the lock stayed busy: LockBusy; ``state`` or ``lock`` is a symbolic
-    link or not a regular file: UnsafeFile): then ``seq`` is ``now_ns //
-    1000``, the outbox limits are not checked, the counters are left for the
+    link or not a regular file: UnsafeFile): then ``seq`` and the outbox
+    limits come from ``state`` read without the lock (LockBusy; ``now_ns //
+    1000`` and no limits for UnsafeFile), the counters are left for the
     daemon's recovery to recount, and the exception is appended to ``notes``.
     Likewise an OSError syncing ready/ after the rename is appended there:
     the event is in ready/ and counted as written. Without ``notes`` both raise.
@@ -319,10 +320,16 @@ def spool_event(spool_dir, vmid, event_id, build, now_ns, max_events, max_bytes,
     except (LockBusy, UnsafeFile) as error:
         if notes is None:
             raise
-        notes.append(error)
         counted = False
-        seq = now_ns // 1000
+        stored = _peek_state(outbox_dir(spool_dir)) if isinstance(error, LockBusy) else None
+        seq = max(stored[0] + 1, now_ns // 1000) if stored else now_ns // 1000
         data = build(seq)
+        if stored and ((max_events is not None and stored[1] >= max_events) or (
+                max_bytes is not None and stored[2] + len(data) > max_bytes)):
+            raise OutboxFull('outbox full ({0} events, {1} bytes; limits outbox.max_events={2}, outbox.max_bytes={3}; '
+                             'read without the lock, which was busy)'.format(stored[1], stored[2], max_events,
+                                                                              max_bytes), stored[3] + 1)
+        notes.append(error)
     name = event_name(seq, vmid, event_id)
     root = outbox_dir(spool_dir)
     final = _join(root, READY, name)
@@ -346,6 +353,29 @@ def spool_event(spool_dir, vmid, event_id, build, now_ns, max_events, max_bytes,
             raise
         notes.append(error)
     return final, seq
+
+
+def _peek_state(root):
+    """Return (seq, count, bytes, dropped) read from ``state`` without the lock, or None if it cannot be.
+
+    For a writer whose lock wait timed out: the line is written in place with
+    one pwrite of fixed width, so an unlocked read sees the old or the new one.
+    """
+    try:
+        fd = posix.open(_join(root, STATE_FILE), posix.O_RDONLY | posix.O_CLOEXEC | posix.O_NOFOLLOW | posix.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        if posix.fstat(fd).st_mode & 0o170000 != 0o100000:
+            return None
+        fields = posix.pread(fd, 128, 0).split()
+    except OSError:
+        return None
+    finally:
+        posix.close(fd)
+    if 4 <= len(fields) <= 6 and all(field.isdigit() for field in fields):
+        return tuple(int(field) for field in fields[:4])
+    return None
 
 
 def adjust(spool_dir, count_delta, bytes_delta, dropped_delta=0, spooled_delta=0, errors_delta=0,

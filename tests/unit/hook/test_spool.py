@@ -182,3 +182,17 @@ def test_a_fifo_as_state_is_refused_without_blocking(tmp_path):
     os.mkfifo(str(tmp_path / 'spool' / 'outbox' / spool.STATE_FILE))
     with pytest.raises(spool.UnsafeFile, match='not a regular file'):
         _spool(tmp_path)
+
+
+def test_a_busy_lock_still_honours_the_outbox_limits(tmp_path):
+    _spool(tmp_path)
+    holder = os.open(str(tmp_path / 'spool' / 'outbox' / 'lock'), os.O_RDWR)
+    import fcntl
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    try:
+        with pytest.raises(spool.OutboxFull, match='read without the lock'):
+            _spool(tmp_path, max_events=1, lock_timeout=0.05, notes=[])
+        path, seq = _spool(tmp_path, now_ns=0, max_events=2, lock_timeout=0.05, notes=[])
+        assert seq == 10 ** 12 + 1   # above the stored seq, read without the lock
+    finally:
+        os.close(holder)
