@@ -63,7 +63,7 @@ def scan_file(path):
     text = miniyaml.read_bounded(path).decode('utf-8', 'replace')
     found, seen = {}, set()
     section, indent = '', None
-    for number, raw in enumerate(text.split('\n'), 1):
+    for raw in text.split('\n'):
         raw = raw.rstrip('\r')
         stripped = raw.lstrip(' ')
         if not stripped or stripped.startswith('#') or stripped.startswith('\t'):
@@ -88,8 +88,8 @@ def scan_file(path):
         if dotted not in wanted:
             continue
         try:
-            name, value = miniyaml.loads(stripped, path).popitem() if stripped else (None, None)
-        except (miniyaml.MiniYamlError, KeyError):
+            value = miniyaml.loads(stripped, path).popitem()[1]  # this one line: {key: value}
+        except miniyaml.MiniYamlError:
             continue
         if value is None or isinstance(value, dict):
             continue
