@@ -133,7 +133,7 @@ step "3a. files, modes, conffile"
 expect_mode /usr/bin/pve-hooks "755 root:root"
 expect_mode "$hookscript" "755 root:root"
 head -n1 "$hookscript" | grep -q '^#!/usr/bin/python3' || fail "$hookscript does not start with #!/usr/bin/python3"
-expect_mode /etc/pve-hooks/config.yaml "644 root:root"
+expect_mode /etc/pve-hooks/config.yaml "640 root:root"
 expect_mode /etc/pve-hooks/hooks.d "755 root:root"
 # /lib/systemd/system on Debian 12, /usr/lib/systemd/system from Debian 13 on.
 unit_path=$(dpkg -L pve-hooks | grep "/systemd/system/$unit\$") || fail "the package installs no $unit"

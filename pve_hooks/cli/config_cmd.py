@@ -8,6 +8,7 @@ from pve_hooks.config import loader as config
 from pve_hooks.config import schema
 from pve_hooks.cli import ConfigProblem
 from pve_hooks.config.sample import render_sample
+from pve_hooks.observe.alerts import safe_url
 
 
 def redact_userinfo(value):
@@ -33,12 +34,10 @@ def check(obj):
         settings = obj.load()
     except config.ConfigError as error:
         raise ConfigProblem(error.errors)
-    if settings.file:  # the hookscript reads the file with its own small parser: it must agree
-        from pve_hooks.hook.settings import check_file
-
-        problems = check_file(settings.file)
-        if problems:
-            raise ConfigProblem(problems)
+    try:  # the hookscript reads the file with its own small parser: it must agree
+        config.check_hookscript_reads(settings)
+    except config.ConfigError as error:
+        raise ConfigProblem(error.errors)
     click.echo('configuration OK ({0})'.format(settings.file or 'defaults and environment only'))
 
 
@@ -52,7 +51,8 @@ def show(obj, as_json):
     for option in schema.OPTIONS:
         value = settings[option.key]
         if option.secret and value is not None:
-            value = '<secret>'
+            # A secret URL (alerts.webhook) keeps its scheme and host, so the operator sees which service it is.
+            value = safe_url(value) if isinstance(value, str) and '://' in value else '<secret>'
         elif isinstance(value, str):
             value = redact_userinfo(value)
         rows.append((option.key, value, settings.sources[option.key]))

@@ -14,6 +14,7 @@ import os
 import stat
 
 from pve_hooks.config import schema
+from pve_hooks.hook.miniyaml import MAX_BYTES, MAX_DEPTH, read_bounded  # noqa: F401 - the hookscript's bounds
 
 DEFAULT_FILE = '/etc/pve-hooks/config.yaml'
 ENV_FILE = 'PVE_HOOKS_CONFIG'
@@ -99,22 +100,57 @@ def _unknown(key, source):
     return '{0}: unknown option (from {1}){2}'.format(key, source, hint)
 
 
+def _bounded_loader():
+    """Return a yaml.SafeLoader subclass that refuses anchors and aliases and nesting deeper than MAX_DEPTH.
+
+    An alias bomb (a few hundred bytes, each level ten aliases of the one
+    before) takes seconds and memory growing tenfold per level to expand,
+    and deep nesting exhausts the recursion limit; the configuration needs
+    neither (and the hookscript's reader, miniyaml, refuses both too).
+    """
+    import yaml
+
+    class BoundedLoader(yaml.SafeLoader):
+        depth = 0
+
+        def compose_node(self, parent, index):
+            event = self.peek_event()
+            if isinstance(event, yaml.AliasEvent) or getattr(event, 'anchor', None) is not None:
+                raise yaml.composer.ComposerError(None, None, 'anchors and aliases (&name, *name) are not '
+                                                  'allowed; write the values out', event.start_mark)
+            self.depth += 1
+            try:
+                if self.depth > MAX_DEPTH:
+                    raise yaml.composer.ComposerError(None, None, 'nested deeper than {0} levels; the '
+                                                      'configuration is two levels deep'.format(MAX_DEPTH),
+                                                      event.start_mark)
+                return super().compose_node(parent, index)
+            finally:
+                self.depth -= 1
+
+    return BoundedLoader
+
+
 def read_yaml(path):
     """Return the mapping in YAML file ``path`` ({} for an empty file).
 
     Raise ConfigError naming the file (and line and column for a syntax
-    error) if it cannot be read or is not a mapping.
+    error) if it cannot be read, is not a regular file, is larger than
+    MAX_BYTES, uses anchors or aliases, is nested deeper than MAX_DEPTH or
+    is not a mapping.
     """
     import yaml
 
     try:
-        with open(path, 'rb') as stream:
-            text = stream.read()
+        text = read_bounded(path)
     except OSError as error:
         raise ConfigError(['{0}: cannot read the configuration file ({1}); check the path '
                            'and permissions'.format(path, error.strerror or error)])
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_bounded_loader())  # noqa: S506 - a SafeLoader subclass
+    except RecursionError:
+        raise ConfigError(['{0}: malformed YAML: nested too deeply; the configuration is two levels '
+                           'deep'.format(path)])
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         where = ', line {0}, column {1}'.format(mark.line + 1, mark.column + 1) if mark else ''
@@ -226,7 +262,8 @@ def _cross_checks(values, sources):
                       ('health.memory_warning', 'health.memory_critical'),
                       ('health.load_warning', 'health.load_critical'),
                       ('health.outbox_age_warning', 'health.outbox_age_critical'),
-                      ('retry.base_delay', 'retry.max_delay')):
+                      ('retry.base_delay', 'retry.max_delay'),
+                      ('hook.chain_timeout', 'hook.chain_deadline')):
         if values[low] > values[high]:
             errors.append('{0}: {1} is above {2} ({3}) (from {4})'.format(
                 low, values[low], high, values[high], sources[low]))
@@ -275,3 +312,23 @@ def read_token(path, check_owner=True):
     if any(ch.isspace() for ch in token) or not token.isprintable():
         raise TokenError('{0}: token file must hold one token on one line without spaces'.format(path))
     return token
+
+
+def check_hookscript_reads(settings, reference=None):
+    """Raise ConfigError unless the hookscript reads ``settings.file`` as the daemon does.
+
+    The hookscript reads the file with its own small reader
+    (:mod:`pve_hooks.hook.miniyaml`); where it cannot, it falls back to a
+    line scan and defaults, so two readers of one file would disagree
+    silently (the worst case: events spooled where the daemon does not
+    look). ``pve-hooks config check``, the daemon's start and its reload
+    call this. ``reference`` is as for
+    :func:`pve_hooks.hook.settings.check_file`. Nothing to check without a file.
+    """
+    if not settings.file:
+        return
+    from pve_hooks.hook.settings import check_file
+
+    problems = check_file(settings.file, reference)
+    if problems:
+        raise ConfigError(problems)

@@ -301,6 +301,13 @@ OPTIONS = (
     O('hook.chain_dir', Path(), '/etc/pve-hooks/hooks.d',
       'Executables run after spooling, in name order, with the same argv and environment.'),
     O('hook.chain_timeout', Number(0.1, 3600), 30.0, 'Seconds each chained hookscript may run before it is killed.'),
+    O('hook.chain_deadline', Number(0.1, 3600), 60.0,
+      'Seconds all chained hookscripts of one call may take together (Proxmox waits for them, holding the guest '
+      'lock): each gets hook.chain_timeout or what is left, whichever is less; hooks not started in time are not '
+      'run. Must be at least hook.chain_timeout.'),
+    O('hook.lock_timeout', Number(0.1, 60), 2.0,
+      'Seconds the hookscript waits for the outbox lock; a stalled holder cannot block a guest start: the event is '
+      'then written without updating the outbox counters (the daemon recounts them).'),
     O('hook.chain_on_error', Choice('continue', 'abort'), 'continue',
       'Whether a chained script failing in pre-start fails the guest start (abort) or is only logged.'),
     O('hook.journal_socket', Path(), '/run/systemd/journal/socket',
@@ -356,7 +363,9 @@ OPTIONS = (
     # Alerts
     O('alerts.command', Optional(StringList()), None,
       'Program and arguments run with each alert as JSON on stdin (no shell).'),
-    O('alerts.webhook', Optional(Url()), None, 'URL that receives each alert as a JSON POST.'),
+    O('alerts.webhook', Optional(Url()), None,
+      'URL that receives each alert as a JSON POST; treated as a secret (its path usually is one): shown as '
+      'scheme://host/*** and never logged.', secret=True),
     O('alerts.timeout', Number(0.1, 300), 10.0, 'Seconds an alert command or webhook may take.'),
     O('alerts.after', Number(0, 86400), 300.0, 'Seconds the breaker must stay open before it is alerted.'),
     O('alerts.repeat_interval', Number(1, 86400 * 7), 3600.0,

@@ -106,8 +106,10 @@ class Daemon:
     def start(self):
         """Lock, recover the outbox, probe AccountDB, tell systemd we are ready.
 
-        Raise AlreadyRunning, or OSError when the spool or state directory is unusable.
+        Raise AlreadyRunning, OSError when the spool or state directory is unusable, or
+        config.ConfigError when the hookscript would read the configuration file differently.
         """
+        config.check_hookscript_reads(self.settings)
         statedir.check_dir(self.settings['paths.state_dir'])     # owner and mode: fixed or refused
         recovery.check_dirs(self.settings['paths.spool_dir'])
         self._lock_fd = lock.acquire(self.settings['paths.state_dir'])
@@ -308,6 +310,9 @@ class Daemon:
                       '; '.join(error.errors))
             notifier.ready(self.status_line())
             return False
+        if not self._hookscript_reads(new):
+            notifier.ready(self.status_line())
+            return False
         old_settings, old = self.settings, self.c
         logs.configure(new)
         try:
@@ -333,6 +338,20 @@ class Daemon:
         log.info('configuration reloaded (%d option%s changed%s)', len(changed), '' if len(changed) == 1 else 's',
                  ': ' + ', '.join(changed[:10]) if changed else '')
         notifier.ready(self.status_line())
+        return True
+
+    def _hookscript_reads(self, new):
+        """Return True if the hookscript reads ``new``'s file as the daemon does; else log, alert, False."""
+        condition = alerts.CONFIG_UNREADABLE_BY_HOOKSCRIPT
+        try:
+            config.check_hookscript_reads(new)
+        except config.ConfigError as error:
+            message = 'the hookscript would read the new configuration file differently ({0}); fix it ' \
+                      '(pve-hooks config check) and reload'.format('; '.join(error.errors))
+            log.critical('configuration reload rejected, keeping the running configuration: %s', message)
+            self.tools.alerter.update(condition, True, message, {'file': new.file})
+            return False
+        self.tools.alerter.update(condition, False, 'the hookscript reads the configuration file again')
         return True
 
 

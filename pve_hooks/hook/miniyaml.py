@@ -7,15 +7,24 @@ The subset is what pve-hooks' config.yaml needs:
 - scalars: plain, 'single-quoted', "double-quoted" (common escapes);
 - integers (``42``, ``-3``), decimal floats (``1.5``, ``2.0e+3``),
   true/false/yes/no/on/off, null/~ and an empty value;
-- flow lists of scalars: ``[a, 'b', 3]``.
+- flow lists of scalars: ``[a, 'b', 3]``;
+- ``{}`` as the whole document (an empty mapping).
 
-Anything else (block sequences ``- x``, anchors, tags, block scalars, flow
-mappings, octal/hex/sexagesimal numbers, dates, duplicate keys, tabs in the
-indentation) raises :class:`MiniYamlError` naming ``file:line`` and saying
-to quote the value or simplify the file. Where the subset accepts a document
+Anything else (block sequences ``- x``, anchors and aliases, tags, block
+scalars, flow mappings, octal/hex/sexagesimal numbers, dates, duplicate
+keys, tabs in the indentation, nesting deeper than :data:`MAX_DEPTH`) raises :class:`MiniYamlError` naming ``file:line`` and saying to quote the
+value or simplify the file; a file larger than :data:`MAX_BYTES`, a FIFO, a
+socket or a directory is refused with an OSError before it is parsed. Where the subset accepts a document
 it reads it exactly as PyYAML's ``safe_load`` would (``pve-hooks config
 check`` verifies that for a given file).
 """
+
+import posix  # not os: see pve_hooks.hook
+
+# Bounds on what a configuration file may be (pve_hooks.config.loader applies the same to PyYAML): the schema
+# is two levels deep and the sample ~10 KiB, so anything far beyond is a mistake or an attack (a config bomb).
+MAX_DEPTH = 20
+MAX_BYTES = 1024 * 1024
 
 _NULLS = ('null', 'Null', 'NULL', '~')
 _TRUE = ('true', 'True', 'TRUE', 'yes', 'Yes', 'YES', 'on', 'On', 'ON')
@@ -42,9 +51,10 @@ def loads(text, source='<string>'):
     """
     if text.startswith('\ufeff'):
         text = text[1:]
+    text = text.replace('\r\n', '\n')
+    _check_characters(text, source)
     lines = []  # (line number, indent, key, value text or None)
     for number, raw in enumerate(text.split('\n'), 1):
-        raw = raw.rstrip('\r')
         stripped = raw.lstrip(' ')
         if not stripped or stripped.startswith('#'):
             continue
@@ -52,22 +62,76 @@ def loads(text, source='<string>'):
             raise MiniYamlError(source, number, 'tab in the indentation; indent with spaces')
         if number == 1 and stripped.rstrip() == '---' and raw.startswith('---'):
             continue
+        if not lines and raw.startswith('{}') and _is_empty_mapping(raw[2:]) and not _rest_has_content(text, number):
+            return {}  # an empty flow mapping as the whole document ({} is what `pve-hooks config sample` users write)
         key, value = _split_key(stripped, source, number)
         lines.append((number, len(raw) - len(stripped), key, value))
     if not lines:
         return {}
     if lines[0][1] != 0:
         raise MiniYamlError(source, lines[0][0], 'the first key must not be indented')
-    mapping, index = _block(lines, 0, 0, source)
+    mapping, index = _block(lines, 0, 0, source, 1)
     if index != len(lines):
         raise MiniYamlError(source, lines[index][0], 'bad indentation; align keys of one section')
     return mapping
 
 
+def read_bounded(path):
+    """Return the bytes of file ``path``; raise OSError if it cannot be read, is a FIFO, a socket or a
+    directory (never waited on: opened O_NONBLOCK) or is larger than MAX_BYTES (/dev/zero ends there)."""
+    fd = posix.open(path, posix.O_RDONLY | posix.O_NONBLOCK | posix.O_CLOEXEC)
+    try:
+        if posix.fstat(fd).st_mode & 0o170000 in (0o010000, 0o040000, 0o140000):  # FIFO, directory, socket
+            raise OSError(22, 'not a regular file (a FIFO, a directory or a socket); name a configuration file', path)
+        chunks = []
+        size = 0
+        while True:
+            chunk = posix.read(fd, 65536)
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > MAX_BYTES:
+                raise OSError(27, 'larger than {0} bytes; a configuration file is a few KiB'.format(MAX_BYTES), path)
+            chunks.append(chunk)
+    finally:
+        posix.close(fd)
+    return b''.join(chunks)
+
+
+# Characters YAML does not allow in a stream (its Reader refuses them), or reads as line breaks inside a line.
+_BAD_ASCII = tuple(chr(code) for code in range(32) if chr(code) not in '\t\n') + ('\x7f',)
+_BAD_WIDE = ('\x85', '\u2028', '\u2029', '\ufeff')
+
+
+def _check_characters(text, source):
+    """Raise MiniYamlError at the first control character or in-line break (``\r`` alone, U+2028...)."""
+    found = [text.find(ch) for ch in _BAD_ASCII if ch in text]  # C-speed substring tests; ASCII text: done
+    if not text.isascii():
+        found += [index for index, ch in enumerate(text)
+                  if ch in _BAD_WIDE or '\x80' <= ch < '\xa0' or '\ud800' <= ch <= '\udfff' or ch in '\ufffe\uffff']
+    if found:
+        index = min(found)
+        raise MiniYamlError(source, text.count('\n', 0, index) + 1, 'control or line-break character {0!r} in '
+                                                                     'the text; remove it'.format(text[index]))
+
+
+def _is_empty_mapping(tail):
+    tail = tail.lstrip(' ')
+    return not tail or tail.startswith('#')
+
+
+def _rest_has_content(text, number):
+    """Return True if a line after line ``number`` of ``text`` holds more than blanks or a comment."""
+    for raw in text.split('\n')[number:]:
+        stripped = raw.strip(' \r')
+        if stripped and not stripped.startswith('#'):
+            return True
+    return False
+
+
 def load_file(path):
     """Return the mapping in the YAML file ``path``; raise OSError or MiniYamlError."""
-    with open(path, 'rb') as stream:
-        data = stream.read()
+    data = read_bounded(path)
     try:
         text = data.decode('utf-8')
     except UnicodeDecodeError as error:
@@ -76,7 +140,10 @@ def load_file(path):
     return loads(text, path)
 
 
-def _block(lines, index, indent, source):
+def _block(lines, index, indent, source, depth):
+    if depth > MAX_DEPTH:
+        raise MiniYamlError(source, lines[index][0], 'nested deeper than {0} levels; the configuration is '
+                                                     'two levels deep (section: key: value)'.format(MAX_DEPTH))
     mapping = {}
     while index < len(lines):
         number, this_indent, key, value = lines[index]
@@ -89,7 +156,7 @@ def _block(lines, index, indent, source):
         index += 1
         if value is None:
             if index < len(lines) and lines[index][1] > indent:
-                mapping[key], index = _block(lines, index, lines[index][1], source)
+                mapping[key], index = _block(lines, index, lines[index][1], source, depth + 1)
             else:
                 mapping[key] = None
         else:
@@ -238,8 +305,13 @@ def _plain(text, source, number):
         return True
     if text in _FALSE:
         return False
+    if '\t' in text:
+        raise MiniYamlError(source, number, 'tab in the value {0!r}; use spaces or quote it'.format(text))
     first = text[0]
-    if first in '&*!|>%@`{}],' or (first in '-?:' and (len(text) == 1 or text[1] == ' ')):
+    if first in '&*':
+        raise MiniYamlError(source, number, 'anchors and aliases ({0!r}) are outside the supported subset; write '
+                                            'the value out or quote it'.format(text))
+    if first in '!|>%@`{}],' or (first in '-?:' and (len(text) == 1 or text[1] == ' ')):
         raise MiniYamlError(source, number, 'value {0!r} uses YAML syntax outside the supported subset; '
                                             'quote it'.format(text))
     if ': ' in text or text.endswith(':'):
@@ -263,7 +335,7 @@ def _number(text, body):
         return None
     if fraction and not (fraction.isdigit() and fraction.isascii()):
         return None
-    if not whole and not fraction:
+    if not whole and (not fraction or text[0] in '+-'):  # YAML 1.1 reads -.5 as a string
         return None
     if e and not (exponent[:1] in '+-' and exponent[1:].isdigit() and exponent[1:].isascii()):
         return None

@@ -17,8 +17,8 @@ from pve_hooks.config import schema
 DEFAULT_FILE = '/etc/pve-hooks/config.yaml'
 ENV_FILE = 'PVE_HOOKS_CONFIG'
 HOOK_KEYS = ('node', 'paths.spool_dir', 'proxmox.pve_root', 'hook.on_error', 'hook.chain_dir',
-             'hook.chain_timeout', 'hook.chain_on_error', 'hook.journal_socket', 'outbox.max_events',
-             'outbox.max_bytes', 'outbox.tmp_max_age')
+             'hook.chain_timeout', 'hook.chain_deadline', 'hook.chain_on_error', 'hook.journal_socket',
+             'hook.lock_timeout', 'outbox.max_events', 'outbox.max_bytes', 'outbox.tmp_max_age')
 
 
 def valid_node(value):
@@ -44,6 +44,60 @@ def read_file(path):
             node = node[part]
         else:
             found[key] = node
+    return found
+
+
+def scan_file(path):
+    """Return {dotted key: raw value} for HOOK_KEYS found line by line in ``path``, for a file the full parse refused.
+
+    A line-level fallback, so that a construct miniyaml does not read (a block
+    list, an anchor) elsewhere in the file does not send the event to the
+    default spool while the daemon reads the configured ``paths.spool_dir``:
+    a top-level ``section:`` line (an anchor after it is ignored) opens a
+    section, and ``key: value`` lines at the section's first indentation give
+    ``section.key`` when their value is a scalar miniyaml reads. A key found
+    twice is left out (ambiguous). Raise OSError or MiniYamlError if the file
+    cannot be read at all.
+    """
+    wanted = frozenset(HOOK_KEYS)
+    text = miniyaml.read_bounded(path).decode('utf-8', 'replace')
+    found, seen = {}, set()
+    section, indent = '', None
+    for raw in text.split('\n'):
+        raw = raw.rstrip('\r')
+        stripped = raw.lstrip(' ')
+        if not stripped or stripped.startswith('#') or stripped.startswith('\t'):
+            continue
+        this_indent = len(raw) - len(stripped)
+        key, colon, rest = stripped.partition(':')
+        if this_indent == 0:
+            rest = rest.strip()
+            section = key if colon and (not rest or rest[0] in '#&') else ''
+            indent = None
+            if section or not colon:
+                continue
+            dotted = key  # a top-level scalar such as node
+        else:
+            if not section:
+                continue
+            if indent is None:
+                indent = this_indent
+            if this_indent != indent:
+                continue
+            dotted = section + '.' + key
+        if dotted not in wanted:
+            continue
+        try:
+            value = miniyaml.loads(stripped, path).popitem()[1]  # this one line: {key: value}
+        except miniyaml.MiniYamlError:
+            continue
+        if value is None or isinstance(value, dict):
+            continue
+        if dotted in seen:
+            found.pop(dotted, None)
+            continue
+        seen.add(dotted)
+        found[dotted] = value
     return found
 
 
@@ -76,7 +130,16 @@ def load(environ, default_file=DEFAULT_FILE):
         problems.append('{0}: cannot read the configuration file ({1}); check its permissions'.format(
             path, error.strerror or error))
     except ValueError as error:  # MiniYamlError included
-        problems.append('{0}; check it with pve-hooks config check'.format(error))
+        try:
+            raw = scan_file(path)
+        except (OSError, ValueError):
+            raw = {}
+        if raw:
+            used = path
+            problems.append('{0}; read only its simple lines ({1}); check it with pve-hooks config check'.format(
+                error, ', '.join(sorted(raw))))
+        else:
+            problems.append('{0}; check it with pve-hooks config check'.format(error))
     file_values = {}
     for key, value in raw.items():
         option = schema.BY_KEY[key]
@@ -107,8 +170,8 @@ def check_file(path, reference=None):
 
     Compares the values of HOOK_KEYS as read by this module and by
     ``reference(path)`` (default :func:`pve_hooks.config.loader.read_yaml`, i.e.
-    PyYAML); [] when they agree. For ``pve-hooks config check`` (imports
-    PyYAML; never called by the hookscript).
+    PyYAML); [] when they agree. For :func:`pve_hooks.config.loader.check_hookscript_reads`
+    (imports PyYAML; never called by the hookscript).
     """
     if reference is None:
         from pve_hooks.config.loader import read_yaml as reference
@@ -119,7 +182,8 @@ def check_file(path, reference=None):
         return ['{0}: the hookscript cannot read this file ({1})'.format(path, error.strerror or error)]
     except ValueError as error:
         return ['{0}; the hookscript cannot read this file (it understands a simple YAML subset: nested '
-                'mappings, scalars, [a, b] lists) and would spool with defaults; simplify the file'.format(error)]
+                'mappings, scalars, [a, b] lists) and would fall back to its simple lines and defaults; '
+                'simplify the file'.format(error)]
     data = reference(path)
     problems = []
     for key in HOOK_KEYS:

@@ -29,6 +29,7 @@ uses them so the hookscript never scans a directory.
 
 import fcntl
 import posix  # not os: see pve_hooks.hook
+import time
 
 OUTBOX = 'outbox'
 TMP, READY, CLAIMED, DEAD, QUARANTINE = 'tmp', 'ready', 'claimed', 'dead', 'quarantine'
@@ -38,6 +39,14 @@ LOCK_FILE = 'lock'
 SUFFIX = '.json'
 _ID_CHARS = '0123456789abcdef-'
 _STATE_FORMAT = '{0:020d} {1:020d} {2:020d} {3:020d} {4:020d} {5:020d}\n'
+
+
+class LockBusy(OSError):
+    """The outbox lock was held by another process for longer than the lock timeout (a stalled holder)."""
+
+
+class UnsafeFile(OSError):
+    """``state`` or ``lock`` is a symbolic link or not a regular file; it is refused, never followed."""
 
 
 class OutboxFull(Exception):
@@ -125,11 +134,17 @@ def write_file(tmp_path, final_path, data, write=posix.write):
     """Durably publish ``data`` at ``final_path`` via ``tmp_path`` (same file system).
 
     Create ``tmp_path`` with O_CREAT|O_EXCL mode 0600, write, fsync, rename to
-    ``final_path``, fsync the final directory. On any failure the temporary
-    file is removed and the OSError propagates. ``write`` is ``os.write``
-    (``posix.write`` is the same function; a parameter so tests can inject
-    faults such as ENOSPC).
+    ``final_path``, fsync the final directory. On any failure before the
+    rename the temporary file is removed and the OSError propagates. ``write``
+    is ``os.write`` (``posix.write`` is the same function; a parameter so
+    tests can inject faults such as ENOSPC).
     """
+    publish(tmp_path, final_path, data, write)
+    fsync_dir(_dirname(final_path))
+
+
+def publish(tmp_path, final_path, data, write=posix.write):
+    """:func:`write_file` up to the rename: the file is complete at ``final_path``, its directory not synced."""
     fd = posix.open(tmp_path, posix.O_WRONLY | posix.O_CREAT | posix.O_EXCL | posix.O_CLOEXEC, 0o600)
     try:
         try:
@@ -147,11 +162,66 @@ def write_file(tmp_path, final_path, data, write=posix.write):
         except OSError:
             pass
         raise
-    fsync_dir(_dirname(final_path))
+
+
+def _open_regular(path):
+    """Open ``path`` read-write without following a symbolic link, creating it (O_EXCL, 0600) when missing.
+
+    Return the fd. Raise UnsafeFile when it is a symbolic link or not a
+    regular file (a FIFO or a device is never read: O_NONBLOCK, then fstat),
+    FileNotFoundError when its directory is missing, OSError otherwise.
+    """
+    flags = posix.O_RDWR | posix.O_CLOEXEC | posix.O_NOFOLLOW | posix.O_NONBLOCK
+    try:
+        try:
+            fd = posix.open(path, flags)
+        except FileNotFoundError:
+            try:
+                fd = posix.open(path, flags | posix.O_CREAT | posix.O_EXCL, 0o600)
+            except FileExistsError:  # created by another writer in between
+                fd = posix.open(path, flags)
+    except OSError as error:
+        if error.errno in (40, 21):  # ELOOP (a symbolic link), EISDIR
+            raise UnsafeFile(error.errno, '{0} is {1}; remove it (it is recreated as a regular file)'.format(
+                path, 'a symbolic link' if error.errno == 40 else 'a directory'), path)
+        raise
+    if posix.fstat(fd).st_mode & 0o170000 != 0o100000:  # not stat.S_ISREG
+        posix.close(fd)
+        raise UnsafeFile(22, '{0} is not a regular file; remove it (it is recreated as a regular file)'.format(path),
+                         path)
+    return fd
+
+
+def _flock(fd, timeout, path):
+    """Take the exclusive flock on ``fd``; wait at most ``timeout`` seconds (None: as long as it takes).
+
+    Raise LockBusy when the timeout passes (polls with LOCK_NB: no signal, no thread).
+    """
+    if timeout is None:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return
+    end = time.monotonic() + timeout
+    pause = 0.001
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            pass
+        left = end - time.monotonic()
+        if left <= 0:
+            raise LockBusy(11, 'the outbox lock {0} was held by another process for {1:g} s (hook.lock_timeout; '
+                               'a stalled process?)'.format(path, timeout), path)
+        time.sleep(min(pause, left))
+        pause = min(pause * 2, 0.05)
 
 
 class StateLock:
     """Context manager: hold the outbox lock and read/write ``state``.
+
+    ``timeout``: seconds to wait for the lock, then raise LockBusy (None:
+    wait as long as it takes). ``state`` and ``lock`` are never opened
+    through a symbolic link, and refused (UnsafeFile) unless regular files.
 
     Inside, ``seq``, ``count``, ``bytes``, ``dropped``, ``spooled`` and ``errors`` are the stored
     values (0 when the file is missing or unreadable); :meth:`save` writes
@@ -159,24 +229,24 @@ class StateLock:
     line). Creates the outbox layout when it is missing.
     """
 
-    def __init__(self, spool_dir):
+    def __init__(self, spool_dir, timeout=None):
         self.root = outbox_dir(spool_dir)
         self.spool_dir = spool_dir
+        self.timeout = timeout
         self.lock_fd = self.state_fd = -1
         self.seq = self.count = self.bytes = self.dropped = self.spooled = self.errors = 0
 
     def __enter__(self):
         lock_path = _join(self.root, LOCK_FILE)
-        flags = posix.O_RDWR | posix.O_CREAT | posix.O_CLOEXEC
         try:
-            self.lock_fd = posix.open(lock_path, flags, 0o600)
+            self.lock_fd = _open_regular(lock_path)
         except FileNotFoundError:
             ensure_dirs(self.spool_dir)
-            self.lock_fd = posix.open(lock_path, flags, 0o600)
+            self.lock_fd = _open_regular(lock_path)
         try:
             # Opened before the lock so the lock is held for a pread and a pwrite only.
-            self.state_fd = posix.open(_join(self.root, STATE_FILE), flags, 0o600)
-            fcntl.flock(self.lock_fd, fcntl.LOCK_EX)
+            self.state_fd = _open_regular(_join(self.root, STATE_FILE))
+            _flock(self.lock_fd, self.timeout, lock_path)
             self._read()
         except BaseException:
             self._close()
@@ -206,7 +276,8 @@ class StateLock:
         return False
 
 
-def spool_event(spool_dir, vmid, event_id, build, now_ns, max_events, max_bytes, write=posix.write):
+def spool_event(spool_dir, vmid, event_id, build, now_ns, max_events, max_bytes, write=posix.write,
+                lock_timeout=None, notes=None):
     """Write one event durably into ready/; the one write path of the hookscript and the daemon.
 
     ``build(seq)`` returns the event's bytes with ``seq`` filled in; ``seq`` is
@@ -214,47 +285,106 @@ def spool_event(spool_dir, vmid, event_id, build, now_ns, max_events, max_bytes,
     per node even when the clock steps back. ``max_events`` / ``max_bytes``
     (None = unbounded) are checked against the counters in ``state``.
 
+    ``lock_timeout`` bounds the wait for the outbox lock (None: no bound).
+    With a list ``notes`` the event is written even when the counters cannot
+    be (the lock stayed busy: LockBusy; ``state`` or ``lock`` is a symbolic
+    link or not a regular file: UnsafeFile): then ``seq`` and the outbox
+    limits come from ``state`` read without the lock (LockBusy; ``now_ns //
+    1000`` and no limits for UnsafeFile), the counters are left for the
+    daemon's recovery to recount, and the exception is appended to ``notes``.
+    Likewise an OSError syncing ready/ after the rename is appended there:
+    the event is in ready/ and counted as written. Without ``notes`` both raise.
+
     Return (path, seq). Raise OutboxFull when the outbox is full (the event
     is dropped and counted) and OSError when the event cannot be written (the
     event is lost: the counters are put back and it is counted as dropped, so
     the daemon alerts on it like on a full outbox).
     """
-    with StateLock(spool_dir) as state:
-        seq = max(state.seq + 1, now_ns // 1000)
-        data = build(seq)
-        if (max_events is not None and state.count >= max_events) or (
-                max_bytes is not None and state.bytes + len(data) > max_bytes):
-            state.dropped += 1
+    counted = True
+    try:
+        with StateLock(spool_dir, lock_timeout) as state:
+            seq = max(state.seq + 1, now_ns // 1000)
+            data = build(seq)
+            if (max_events is not None and state.count >= max_events) or (
+                    max_bytes is not None and state.bytes + len(data) > max_bytes):
+                state.dropped += 1
+                state.save()
+                raise OutboxFull('outbox full ({0} events, {1} bytes; limits outbox.max_events={2}, '
+                                 'outbox.max_bytes={3})'.format(state.count, state.bytes, max_events, max_bytes),
+                                 state.dropped)
+            state.seq = seq
+            state.count += 1
+            state.bytes += len(data)
+            state.spooled += 1
             state.save()
-            raise OutboxFull('outbox full ({0} events, {1} bytes; limits outbox.max_events={2}, '
-                             'outbox.max_bytes={3})'.format(state.count, state.bytes, max_events, max_bytes),
-                             state.dropped)
-        state.seq = seq
-        state.count += 1
-        state.bytes += len(data)
-        state.spooled += 1
-        state.save()
+    except (LockBusy, UnsafeFile) as error:
+        if notes is None:
+            raise
+        counted = False
+        stored = _peek_state(outbox_dir(spool_dir)) if isinstance(error, LockBusy) else None
+        seq = max(stored[0] + 1, now_ns // 1000) if stored else now_ns // 1000
+        data = build(seq)
+        if stored and ((max_events is not None and stored[1] >= max_events) or (
+                max_bytes is not None and stored[2] + len(data) > max_bytes)):
+            raise OutboxFull('outbox full ({0} events, {1} bytes; limits outbox.max_events={2}, outbox.max_bytes={3}; '
+                             'read without the lock, which was busy)'.format(stored[1], stored[2], max_events,
+                                                                              max_bytes), stored[3] + 1)
+        notes.append(error)
     name = event_name(seq, vmid, event_id)
-    root = state.root
+    root = outbox_dir(spool_dir)
     final = _join(root, READY, name)
     try:
         try:
-            write_file(_join(root, TMP, name), final, data, write)
+            publish(_join(root, TMP, name), final, data, write)
         except FileNotFoundError:  # a directory was removed under us: recreate it once
             ensure_dirs(spool_dir)
-            write_file(_join(root, TMP, name), final, data, write)
+            publish(_join(root, TMP, name), final, data, write)
     except BaseException:
-        try:
-            adjust(spool_dir, -1, -len(data), dropped_delta=1, spooled_delta=-1)
-        except OSError:
-            pass  # the counters are approximate; recover() recomputes them
+        if counted:
+            try:
+                adjust(spool_dir, -1, -len(data), dropped_delta=1, spooled_delta=-1, lock_timeout=lock_timeout)
+            except OSError:
+                pass  # the counters are approximate; recover() recomputes them
         raise
+    try:  # from here on the event is in ready/: a failure is not a loss
+        fsync_dir(_join(root, READY))
+    except OSError as error:
+        if notes is None:
+            raise
+        notes.append(error)
     return final, seq
 
 
-def adjust(spool_dir, count_delta, bytes_delta, dropped_delta=0, spooled_delta=0, errors_delta=0):
-    """Add the deltas to the counters in ``state`` (never below 0). Raise OSError if it cannot."""
-    with StateLock(spool_dir) as state:
+def _peek_state(root):
+    """Return (seq, count, bytes, dropped) read from ``state`` without the lock, or None if it cannot be.
+
+    For a writer whose lock wait timed out: the line is written in place with
+    one pwrite of fixed width, so an unlocked read sees the old or the new one.
+    """
+    try:
+        fd = posix.open(_join(root, STATE_FILE), posix.O_RDONLY | posix.O_CLOEXEC | posix.O_NOFOLLOW | posix.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        if posix.fstat(fd).st_mode & 0o170000 != 0o100000:
+            return None
+        fields = posix.pread(fd, 128, 0).split()
+    except OSError:
+        return None
+    finally:
+        posix.close(fd)
+    if 4 <= len(fields) <= 6 and all(field.isdigit() for field in fields):
+        return tuple(int(field) for field in fields[:4])
+    return None
+
+
+def adjust(spool_dir, count_delta, bytes_delta, dropped_delta=0, spooled_delta=0, errors_delta=0,
+           lock_timeout=None):
+    """Add the deltas to the counters in ``state`` (never below 0). Raise OSError if it cannot.
+
+    ``lock_timeout``: as for :class:`StateLock` (LockBusy is an OSError).
+    """
+    with StateLock(spool_dir, lock_timeout) as state:
         state.count = max(0, state.count + count_delta)
         state.bytes = max(0, state.bytes + bytes_delta)
         state.dropped = max(0, state.dropped + dropped_delta)

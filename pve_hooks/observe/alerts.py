@@ -48,8 +48,10 @@ WHITELIST_STALE = 'whitelist_stale'
 PVESH_FAILING = 'pvesh_failing'
 NODE_HEALTH_CRITICAL = 'node_health_critical'
 ACCOUNTDB_CONFIGURATION = 'accountdb_configuration'   # 404/405/TLS failures: the endpoint or TLS is wrong
+CONFIG_UNREADABLE_BY_HOOKSCRIPT = 'config_unreadable_by_hookscript'   # a reload the hookscript would read otherwise
 CONDITIONS = (ACCOUNTDB_AUTH, BREAKER_OPEN, OUTBOX_FULL, OUTBOX_DEPTH, DEAD_LETTERS,
-              WHITELIST_STALE, PVESH_FAILING, NODE_HEALTH_CRITICAL, ACCOUNTDB_CONFIGURATION)
+              WHITELIST_STALE, PVESH_FAILING, NODE_HEALTH_CRITICAL, ACCOUNTDB_CONFIGURATION,
+              CONFIG_UNREADABLE_BY_HOOKSCRIPT)
 
 CRITICAL, WARNING = 'critical', 'warning'
 FIRING, RESOLVED = 'firing', 'resolved'
@@ -309,11 +311,11 @@ class Alerter:
                                          headers={'Content-Type': 'application/json'})
             status = response.status_code
         except Exception as error:  # requests.RequestException and anything a session may raise
-            log.error('alert webhook %s for %s failed (%s); check alerts.webhook', _safe_url(url), condition,
+            log.error('alert webhook %s for %s failed (%s); check alerts.webhook', safe_url(url), condition,
                       _describe(error, timeout), extra={'ALERT': condition})
             return False
         if not 200 <= status < 300:
-            log.error('alert webhook %s for %s answered HTTP %s; check alerts.webhook', _safe_url(url),
+            log.error('alert webhook %s for %s answered HTTP %s; check alerts.webhook', safe_url(url),
                       condition, status, extra={'ALERT': condition, 'HTTP_STATUS': status})
             return False
         return True
@@ -336,11 +338,18 @@ def _describe(error, timeout):
     return name
 
 
-def _safe_url(url):
-    """Return only the scheme and host of ``url``: webhook paths often embed a secret."""
-    scheme, sep, rest = url.partition('://')
-    host = rest.split('/', 1)[0].rsplit('@', 1)[-1]
-    return scheme + sep + host
+def safe_url(url):
+    """Return ``url`` with everything after the host replaced by ``/***`` and any user:password dropped.
+
+    Webhook paths and queries often embed the secret (``https://hooks.example.com/T0/B0/XXXX``),
+    so this is how a webhook URL is shown anywhere (logs, ``pve-hooks config show``).
+    """
+    scheme, sep, rest = str(url).partition('://')
+    host, slash, tail = rest.partition('/')
+    host, query, more = host.partition('?')
+    host = host.rsplit('@', 1)[-1]
+    return scheme + sep + host + ('/***' if (slash and tail) or query else '')
+
 
 
 def evaluate(alerter, snapshot):

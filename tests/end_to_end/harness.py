@@ -37,6 +37,9 @@ HOOKSCRIPT = os.path.join(REPO, 'hookscripts', 'accountdb-hook')
 SUPPORT_BIN = os.path.join(REPO, 'tests', 'support', 'bin')
 PVESH_SHIM = os.path.join(SUPPORT_BIN, 'pvesh')
 PYTHON = sys.executable
+# Run the hookscript file from this tree (see Node.hook_command); argv[0] is the file, as when Proxmox runs it.
+HOOK_BOOT = ('import sys; sys.path.insert(0, {0!r}); sys.argv[0] = {1!r}; '
+             "exec(compile(open({1!r}).read(), {1!r}, 'exec'))").format(REPO, HOOKSCRIPT)
 
 # Options every scenario node uses: short intervals so scenarios finish in
 # seconds, logs on stderr (captured in the node's log file), no real paths.
@@ -307,8 +310,13 @@ class Node:
 
     # -- hookscript ----------------------------------------------------
     def hook_command(self, vmid, phase):
-        """Return the argv Proxmox would run: the real hookscript with its shebang's flags (-IS)."""
-        return self.prefix + [PYTHON, '-I', '-S', HOOKSCRIPT, str(vmid), str(phase)]
+        """Return the argv Proxmox would run: the real hookscript with its shebang's flags (-IS).
+
+        Run as ``python -I -S -c HOOK_BOOT <vmid> <phase>``: the prologue only puts this tree first on
+        sys.path, so the hookscript loads THIS checkout's pve_hooks (with -I the interpreter's site would
+        find whichever copy is installed, e.g. another checkout's editable install), then runs the file.
+        """
+        return self.prefix + [PYTHON, '-I', '-S', '-c', HOOK_BOOT, str(vmid), str(phase)]
 
     def hook_env(self, migrated_from=None, extra=None):
         """Return the hookscript's environment as Proxmox sets it (LC_ALL=C, PVE's PATH)."""

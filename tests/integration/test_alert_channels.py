@@ -107,6 +107,9 @@ CONDITIONS = [
     (alerts.NODE_HEALTH_CRITICAL, lambda a: a.health('CRITICAL', 'pve-cluster inactive'), lambda a: a.health('OK')),
     (alerts.ACCOUNTDB_CONFIGURATION, lambda a: a.accountdb_configuration(True, 'HTTP 404'),
      lambda a: a.accountdb_configuration(False)),
+    (alerts.CONFIG_UNREADABLE_BY_HOOKSCRIPT,
+     lambda a: a.update(alerts.CONFIG_UNREADABLE_BY_HOOKSCRIPT, True, 'config.yaml:4: block lists are not supported'),
+     lambda a: a.update(alerts.CONFIG_UNREADABLE_BY_HOOKSCRIPT, False, 'the hookscript reads the file again')),
 ]
 
 
@@ -189,8 +192,8 @@ def test_webhook_answering_500_is_logged_and_does_not_raise(receiver, make_alert
     alerter = make_alerter(webhook=receiver.url)
     assert alerter.pvesh(5, 'timeout') is True
     assert len(receiver.bodies) == 1
-    assert errors(caplog) == ['alert webhook {0} for pvesh_failing answered HTTP 500; check alerts.webhook'.format(
-        receiver.url.rsplit('/hooks', 1)[0])]
+    assert errors(caplog) == ['alert webhook {0}/*** for pvesh_failing answered HTTP 500; check '
+                              'alerts.webhook'.format(receiver.url.rsplit('/hooks', 1)[0])]
 
 
 def test_webhook_refusing_connections_is_logged_and_does_not_raise(make_alerter, caplog):
@@ -202,7 +205,7 @@ def test_webhook_refusing_connections_is_logged_and_does_not_raise(make_alerter,
     assert alerter.pvesh(5, 'timeout') is True
     assert len(errors(caplog)) == 1
     message = errors(caplog)[0]
-    assert message == ('alert webhook http://127.0.0.1:{0} for pvesh_failing failed (ConnectionError: '
+    assert message == ('alert webhook http://127.0.0.1:{0}/*** for pvesh_failing failed (ConnectionError: '
                        'Connection refused); check alerts.webhook'.format(port))
     assert 'secret-path-token' not in message
 
@@ -219,7 +222,7 @@ def test_webhook_not_answering_is_bounded_by_the_timeout(receiver, make_alerter,
     alerter = make_alerter(webhook=receiver.url, timeout=0.3)
     assert alerter.outbox(0, dropped_since_last=3) is True
     receiver.release.set()
-    assert errors(caplog) == ['alert webhook {0} for outbox_full failed (timed out after 0.3 s); '
+    assert errors(caplog) == ['alert webhook {0}/*** for outbox_full failed (timed out after 0.3 s); '
                               'check alerts.webhook'.format(receiver.url.rsplit('/hooks', 1)[0])]
 
 

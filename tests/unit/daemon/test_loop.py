@@ -10,7 +10,7 @@ import pytest
 from pve_hooks.config import loader as config
 from pve_hooks.daemon import lock
 from pve_hooks.daemon import loop as daemon
-from pve_hooks.observe import status
+from pve_hooks.observe import alerts, status
 from pve_hooks.observe import metrics
 from pve_hooks import statedir as state
 from pve_hooks.daemon.systemd import Notifier
@@ -322,5 +322,35 @@ def test_without_inotify_the_outbox_is_polled(site, caplog):
         clock.now += 2
         runner.step()
         assert len(site.server.events()) == 1
+    finally:
+        runner.shutdown()
+
+
+def test_start_refuses_a_file_the_hookscript_reads_otherwise(site):
+    with open(site.settings.file, 'w') as stream:
+        stream.write('health:\n  services:\n    - pveproxy\n')
+    runner = daemon.Daemon(site.load(), install_signals=False, notifier=Notifier(env={}, use_systemd=False))
+    with pytest.raises(config.ConfigError, match=r'config.yaml:3: block lists'):
+        runner.start()
+    assert runner.c is None   # refused before taking the lock or touching the outbox
+
+
+def test_reload_of_a_file_the_hookscript_reads_otherwise_keeps_the_old_one_and_alerts(site, caplog):
+    runner = site.daemon(site.load)
+    runner.start()
+    try:
+        with open(site.settings.file, 'w') as stream:
+            stream.write('health:\n  services:\n    - pveproxy\n')
+        with caplog.at_level(logging.INFO):
+            runner.reload_requested = True
+            runner.step()
+            assert runner.settings is site.settings
+            assert 'ALERT config_unreadable_by_hookscript' in caplog.text and 'block lists' in caplog.text
+            assert alerts.CONFIG_UNREADABLE_BY_HOOKSCRIPT in runner.tools.alerter.active()
+            with open(site.settings.file, 'w') as stream:
+                stream.write('{}\n')
+            runner.reload_requested = True
+            runner.step()
+            assert alerts.CONFIG_UNREADABLE_BY_HOOKSCRIPT not in runner.tools.alerter.active()
     finally:
         runner.shutdown()

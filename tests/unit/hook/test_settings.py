@@ -61,15 +61,33 @@ def test_an_invalid_value_keeps_its_default_and_the_valid_ones_apply(tmp_path, t
     assert values[key] == schema.BY_KEY[key].default_value()
 
 
-@pytest.mark.parametrize('text, words', [
-    ('outbox:\n  max_events: 5\nhook:\n  - x\n', 'config.yaml:4: block lists'),
-    ('[1, 2]\n', 'config.yaml:1: '),
+@pytest.mark.parametrize('text, words, max_events', [
+    ('outbox:\n  max_events: 5\nhook:\n  - x\n', 'config.yaml:4: block lists', 5),
+    ('[1, 2]\n', 'config.yaml:1: ', schema.BY_KEY['outbox.max_events'].default),
 ])
-def test_a_file_that_cannot_be_parsed_is_ignored_as_a_whole(tmp_path, text, words):
+def test_a_file_that_cannot_be_parsed_keeps_only_its_simple_lines(tmp_path, text, words, max_events):
     path = _write(tmp_path, text)
     values, problems, _ = hookconfig.load({'PVE_HOOKS_CONFIG': path})
     assert len(problems) == 1 and words in problems[0] and path in problems[0]
-    assert values['outbox.max_events'] == schema.BY_KEY['outbox.max_events'].default
+    assert values['outbox.max_events'] == max_events
+
+
+@pytest.mark.parametrize('text', [
+    'alerts:\n  command:\n    - /usr/bin/notify\npaths:\n  spool_dir: /srv/spool\n',
+    'paths: &p\n  spool_dir: /srv/spool\n  state_dir: *x\n',
+    ''.join(' ' * depth + 'k{0}:\n'.format(depth) for depth in range(1200)) + 'paths:\n  spool_dir: /srv/spool\n',
+])
+def test_the_spool_dir_is_found_where_the_full_parse_fails(tmp_path, text):
+    path = _write(tmp_path, text)
+    values, problems, used = hookconfig.load({'PVE_HOOKS_CONFIG': path})
+    assert values['paths.spool_dir'] == '/srv/spool' and used == path
+    assert len(problems) == 1 and 'paths.spool_dir' in problems[0]
+
+
+def test_the_fallback_scan_ignores_deeper_and_repeated_keys(tmp_path):
+    path = _write(tmp_path, 'paths:\n  x:\n    spool_dir: /wrong\n  y: [\nhook:\n  chain_timeout: 3\n'
+                            '  chain_timeout: 4\n')
+    assert hookconfig.scan_file(path) == {}
 
 
 def test_named_file_missing_is_a_problem(tmp_path):

@@ -132,3 +132,67 @@ def test_recreates_removed_tmp_dir(tmp_path):
 def test_adjust_never_goes_below_zero(tmp_path):
     spool.adjust(str(tmp_path / 'spool'), -5, -100)
     assert _state(tmp_path) == (0, 0, 0, 0, 0, 0)
+
+
+def test_a_failed_sync_of_ready_after_the_rename_is_recorded_not_dropped(tmp_path, monkeypatch):
+    def failing_sync(path):
+        raise OSError(errno.EIO, 'Input/output error', path)
+
+    monkeypatch.setattr(spool, 'fsync_dir', failing_sync)
+    notes = []
+    path, seq = _spool(tmp_path, notes=notes)
+    assert os.path.exists(path) and [note.errno for note in notes] == [errno.EIO]
+    assert _state(tmp_path)[1:5] == (1, len(_build(seq)), 0, 1)   # counted as written, nothing dropped
+
+
+def test_a_busy_lock_is_waited_for_at_most_the_timeout_then_the_event_is_written(tmp_path):
+    spool.ensure_dirs(str(tmp_path / 'spool'))
+    holder = os.open(str(tmp_path / 'spool' / 'outbox' / 'lock'), os.O_RDWR | os.O_CREAT, 0o600)
+    import fcntl
+    import time
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    try:
+        notes = []
+        started = time.monotonic()
+        path, seq = _spool(tmp_path, now_ns=7 * 10 ** 15, lock_timeout=0.2, notes=notes)
+        assert 0.2 <= time.monotonic() - started < 1.5
+        assert os.path.exists(path) and seq == 7 * 10 ** 12
+        assert isinstance(notes[0], spool.LockBusy) and 'hook.lock_timeout' in notes[0].strerror
+        with pytest.raises(spool.LockBusy):
+            _spool(tmp_path, lock_timeout=0.05)   # without notes it raises, as before
+    finally:
+        os.close(holder)
+    assert _state(tmp_path)[1] == 0   # the counters were not touched: recover() recounts
+
+
+@pytest.mark.parametrize('name', [spool.STATE_FILE, spool.LOCK_FILE])
+def test_state_and_lock_are_never_followed_through_a_symlink(tmp_path, name):
+    spool.ensure_dirs(str(tmp_path / 'spool'))
+    target = tmp_path / 'target'
+    target.write_text('keep\n')
+    os.symlink(str(target), str(tmp_path / 'spool' / 'outbox' / name))
+    notes = []
+    path, _ = _spool(tmp_path, notes=notes)
+    assert os.path.exists(path) and target.read_text() == 'keep\n'
+    assert isinstance(notes[0], spool.UnsafeFile) and 'symbolic link' in notes[0].strerror
+
+
+def test_a_fifo_as_state_is_refused_without_blocking(tmp_path):
+    spool.ensure_dirs(str(tmp_path / 'spool'))
+    os.mkfifo(str(tmp_path / 'spool' / 'outbox' / spool.STATE_FILE))
+    with pytest.raises(spool.UnsafeFile, match='not a regular file'):
+        _spool(tmp_path)
+
+
+def test_a_busy_lock_still_honours_the_outbox_limits(tmp_path):
+    _spool(tmp_path)
+    holder = os.open(str(tmp_path / 'spool' / 'outbox' / 'lock'), os.O_RDWR)
+    import fcntl
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    try:
+        with pytest.raises(spool.OutboxFull, match='read without the lock'):
+            _spool(tmp_path, max_events=1, lock_timeout=0.05, notes=[])
+        path, seq = _spool(tmp_path, now_ns=0, max_events=2, lock_timeout=0.05, notes=[])
+        assert seq == 10 ** 12 + 1   # above the stored seq, read without the lock
+    finally:
+        os.close(holder)

@@ -136,7 +136,7 @@ def test_accountdb_auth(alerter, caplog):
 def test_every_condition_has_a_constant():
     assert sorted(alerts.CONDITIONS) == sorted({
         'accountdb_auth', 'breaker_open', 'outbox_full', 'outbox_depth', 'dead_letters', 'whitelist_stale',
-        'pvesh_failing', 'node_health_critical', 'accountdb_configuration'})
+        'pvesh_failing', 'node_health_critical', 'accountdb_configuration', 'config_unreadable_by_hookscript'})
 
 
 def _snapshot(clock, **changes):
@@ -182,3 +182,13 @@ def test_evaluate_survives_a_malformed_snapshot(alerter, clock, caplog):
     alerter.raise_('dead_letters', alerts.CRITICAL, 'x')
     assert alerts.evaluate(alerter, {'outbox': None}) == ['dead_letters']   # kept as it was
     assert 'alert evaluation failed' in caplog.text
+
+
+@pytest.mark.parametrize('url, shown', [
+    ('https://hooks.example.com/services/T0/B0/SECRET', 'https://hooks.example.com/***'),
+    ('https://user:pw@hooks.example.com:8443/x?token=1', 'https://hooks.example.com:8443/***'),
+    ('https://hooks.example.com?token=1', 'https://hooks.example.com/***'),
+    ('http://127.0.0.1:9000', 'http://127.0.0.1:9000'),
+])
+def test_safe_url_keeps_scheme_and_host_only(url, shown):
+    assert alerts.safe_url(url) == shown
