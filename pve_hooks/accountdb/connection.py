@@ -29,6 +29,7 @@ import time
 
 from pve_hooks.accountdb import backoff
 from pve_hooks.accountdb import errors
+from pve_hooks.accountdb.transport import display_url
 from pve_hooks.observe.logs import RepeatSummariser
 
 log = logging.getLogger(__name__)
@@ -207,7 +208,8 @@ class Connection:
                      'the outbox', was_failing, '' if was_failing == 1 else 's', _events(self._pending()),
                      extra={'BREAKER_STATE': self._breaker_state()})
         elif old == UNKNOWN:
-            log.info('connected to AccountDB at %s; delivering events', self.settings['accountdb.url'])
+            log.info('connected to AccountDB at %s; delivering events',
+                     display_url(self.settings['accountdb.url']))
         if old != UP and self.on_change:
             self.on_change(old, UP, None)
 

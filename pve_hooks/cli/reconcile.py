@@ -40,6 +40,8 @@ def reconcile_command(obj, once):
         code = runner.run()
     except daemon.AlreadyRunning as error:
         raise UserError(str(error))
+    except config.ConfigError as error:
+        raise UserError('invalid configuration: ' + '; '.join(error.errors))
     except OSError as error:
         raise UserError('cannot start the reconciler: {0} ({1}); check paths.spool_dir and '
                         'paths.state_dir'.format(error.filename or '', error.strerror or error))

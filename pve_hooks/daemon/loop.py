@@ -31,7 +31,7 @@ from pve_hooks.config import loader as config
 from pve_hooks.daemon import dirwatch, lock
 from pve_hooks.daemon.components import Components, Tools
 from pve_hooks.daemon.delivery import Interrupted
-from pve_hooks.daemon.systemd import Notifier, Watchdog
+from pve_hooks.daemon.systemd import Notifier, Watchdog, watchdog_problem
 from pve_hooks.observe import alerts, listener, logs, metrics
 from pve_hooks.observe.status import LAST_KEYS, one_line
 
@@ -105,8 +105,10 @@ class Daemon:
     def start(self):
         """Lock, recover the outbox, probe AccountDB, tell systemd we are ready.
 
-        Raise AlreadyRunning, or OSError when the spool or state directory is unusable.
+        Raise AlreadyRunning, OSError when the spool or state directory is unusable, or
+        config.ConfigError when accountdb.timeout.total is not below the systemd watchdog.
         """
+        _check_watchdog(self.settings, self.tools.notifier)
         self._lock_fd = lock.acquire(self.settings['paths.state_dir'])
         published = statedir.read_json(statedir.path(self.settings, statedir.DAEMON), {}) or {}
         self.c = Components(self.settings, self.tools, published)
@@ -300,6 +302,7 @@ class Daemon:
         notifier.reloading()
         try:
             new = self.reload_settings()
+            _check_watchdog(new, notifier)
         except config.ConfigError as error:
             log.error('configuration reload rejected, keeping the running configuration: %s',
                       '; '.join(error.errors))
@@ -331,6 +334,13 @@ class Daemon:
                  ': ' + ', '.join(changed[:10]) if changed else '')
         notifier.ready(self.status_line())
         return True
+
+
+def _check_watchdog(settings, notifier):
+    """Raise config.ConfigError (one line) when accountdb.timeout.total is not below systemd's watchdog timeout."""
+    problem = watchdog_problem(settings, notifier)
+    if problem:
+        raise config.ConfigError([problem])
 
 
 def run_once(settings, clock=time.time, rand=random.random, session_factory=lambda: None, pvesh_run=None):
