@@ -87,7 +87,20 @@ class Connection:
     def due(self, now=None):
         """True when no backoff is pending (the breaker is asked by :meth:`call` itself)."""
         now = self.clock() if now is None else now
+        self._unstep(now)
         return now >= self.next_try_at
+
+    def _unstep(self, now):
+        """Pull ``next_try_at`` back when it lies further ahead than any delay this connection chooses.
+
+        That only happens when the wall clock stepped back after it was set
+        (a day's step made "next try in 86016 s"); retry at the longest
+        possible delay from now instead.
+        """
+        longest = max(float(self.settings['retry.max_delay']), float(self.settings['retry.max_retry_after']),
+                      float(self.settings['breaker.reset_timeout'])) + 1.0
+        if self.next_try_at - now > longest:
+            self.next_try_at = now + longest
 
     def _breaker_allows(self):
         try:
@@ -107,6 +120,7 @@ class Connection:
         recording the failure and scheduling the next try.
         """
         now = self.clock()
+        self._unstep(now)
         if now < self.next_try_at:
             raise Deferred(self.next_try_at, 'next try in {0} s'.format(_secs(self.next_try_at - now)))
         if not self._breaker_allows():

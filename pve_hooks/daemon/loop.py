@@ -110,7 +110,8 @@ class Daemon:
         """
         _check_watchdog(self.settings, self.tools.notifier)
         self._lock_fd = lock.acquire(self.settings['paths.state_dir'])
-        published = statedir.read_json(statedir.path(self.settings, statedir.DAEMON), {}) or {}
+        published = statedir.clamp_future(
+            statedir.read_json(statedir.path(self.settings, statedir.DAEMON), {}) or {}, self.clock())
         self.c = Components(self.settings, self.tools, published)
         recovered = self.c.outbox.recover()
         if self.install_signals:

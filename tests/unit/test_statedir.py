@@ -85,3 +85,11 @@ def test_atomic_write_does_not_follow_a_planted_temporary_symlink(tmp_path):
 
 def test_path_names_a_file_in_the_state_directory():
     assert state.path({'paths.state_dir': '/var/lib/pve-hooks'}, state.BREAKER) == '/var/lib/pve-hooks/breaker.json'
+
+
+def test_clamp_future_pulls_times_ahead_of_the_clock_back_to_now():
+    record = {'heartbeat_at': 2000.0, 'fetched_at': 500, 'failing_since': 3000, 'count_at_x': True, 'name': 'x',
+              'nested': {'read_at': 9999}, 'stopped_at': None}
+    assert state.clamp_future(record, 1000.0) == {
+        'heartbeat_at': 1000.0, 'fetched_at': 500, 'failing_since': 1000.0, 'count_at_x': True, 'name': 'x',
+        'nested': {'read_at': 1000.0}, 'stopped_at': None}
