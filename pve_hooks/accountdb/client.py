@@ -51,6 +51,7 @@ None); ``body_bytes`` is the size of the response body as received.
 """
 
 Response = collections.namedtuple('Response', 'status headers body')
+_WARNED_PLAIN_HTTP = set()
 
 
 def _network_errors():
@@ -92,7 +93,9 @@ class Client:
         self.metrics = metrics
         self._token = None
         self._guard = transport.Guard(tick=getattr(metrics, 'on_wait', None))
-        if transport.is_plain_http_to_remote(settings['accountdb.url']):
+        if transport.is_plain_http_to_remote(settings['accountdb.url']) and \
+                settings['accountdb.url'] not in _WARNED_PLAIN_HTTP:   # once per process, not per reload
+            _WARNED_PLAIN_HTTP.add(settings['accountdb.url'])
             log.warning('accountdb.url is plain http:// to %s: the token and the events cross the network '
                         'unencrypted; use https://', transport.display_url(settings['accountdb.url']))
         if not settings['accountdb.verify_tls']:

@@ -101,8 +101,9 @@ def test_plain_http_to_a_remote_host_is_recognised(url, plain):
 
 
 def test_a_plain_http_url_to_a_remote_host_is_warned_about(tmp_path, caplog):
-    make_client(tmp_path, 'http://adb.example.com')
-    assert any('plain http://' in record.getMessage() for record in caplog.records)
+    make_client(tmp_path, 'http://adb-warned.example.com')
+    make_client(tmp_path, 'http://adb-warned.example.com')
+    assert sum('plain http://' in record.getMessage() for record in caplog.records) == 1
 
 
 HOSTILE_HEADERS = [
