@@ -305,7 +305,7 @@ class Client:
                                      '({0:g} s)'.format(total))
 
     def _read_body(self, raw, until=None):
-        """Return the body bytes, or raise a transient error when it is over the size limit or the transport."""
+        """Return the body bytes, or raise a transient error when it is over the size limit or the deadline."""
         limit = self.settings['accountdb.max_response_bytes']
         declared = backoff.parse_length(raw.headers.get('Content-Length'), maximum=float(2 ** 63))
         if declared is not None and declared > limit:
@@ -329,8 +329,8 @@ class Client:
 
     def _reason(self, response):
         """Return (one line saying why the request was refused, whether the body was AccountDB's JSON error)."""
+        data = _loads(response.body.decode('utf-8', 'replace'))
         text = response.body[:2000].decode('utf-8', 'replace')
-        data = _loads(text)
         if errors.is_accountdb_error(response.headers.get('Content-Type'), data):
             return data['error'], True
         if text.lstrip()[:1] == '<' or not text.strip():
