@@ -5,7 +5,9 @@ server on 127.0.0.1 (tests/support/rawhttp.py) that sends the hostile bytes
 for some requests and forwards the others to the reference AccountDB; the
 row then heals the server and asserts that the daemon kept running (no
 exit, no traceback), classified what it got, and that every event fired
-reached AccountDB exactly once, in order, with nothing left in dead/.
+reached AccountDB exactly once, in order, with nothing left in dead/ —
+and that the answer was classified, not caught as a bug by the loop's last
+line of defence ("unexpected error in the reconciler loop").
 """
 
 import json
@@ -72,6 +74,7 @@ def _run(fixtures, action, path=EVENTS, count=3, settings=None, env=None, during
         assert_all_delivered(node, accountdb.db, FIRED)
         text = node.log_text()
         assert 'Traceback' not in text, text[-3000:]
+        assert 'unexpected error' not in text, text[-3000:]   # classified, not caught by the loop's last resort
         assert node.stop_daemon() == 0
         return node, text, server
 
