@@ -136,6 +136,25 @@ def _read_regular(file_path):
         os.close(fd)
 
 
+def clamp_future(data, now):
+    """Given a state record (dict) and the epoch ``now``, return it with every time in the future set to ``now``.
+
+    Times are the numeric values of keys ending in ``_at`` or ``_since``
+    (nested records too). A time ahead of the clock was written before the
+    clock stepped back; trusted as is, it would make a breaker stay open, a
+    refresh wait, or a daemon look alive for as long as the step.
+    """
+    if not isinstance(data, dict):
+        return data
+    for key, value in data.items():
+        if isinstance(value, dict):
+            clamp_future(value, now)
+        elif (key.endswith('_at') or key.endswith('_since')) and isinstance(value, (int, float)) \
+                and not isinstance(value, bool) and value > now:
+            data[key] = now
+    return data
+
+
 def write_json(file_path, data, mode=0o600):
     """Atomically replace ``file_path`` with ``data`` as JSON (see :func:`atomic_write`).
 

@@ -14,7 +14,13 @@ with :func:`delay`; the behaviour is identical on both urllib3 versions.
 """
 
 import email.utils
+import re
 import time
+
+# Longest wait any header can ask for (a year); longer values are clamped, so a
+# Retry-After of hundreds of digits is a number, not an OverflowError.
+MAX_SECONDS = 365 * 86400.0
+_DIGITS = re.compile(r'[0-9]+\Z')
 
 
 def delay(attempt, base, cap, rand, retry_after=None, max_retry_after=None):
@@ -44,30 +50,51 @@ def delay_for(settings, attempt, rand, retry_after=None):
 
 
 def parse_retry_after(value, now=time.time):
-    """Given a Retry-After header value, return the seconds to wait, or None.
+    """Given a Retry-After header value, return the seconds to wait (0 .. MAX_SECONDS), or None.
 
     Accepts delta-seconds (``"120"``) and an HTTP date; a date in the past
-    gives 0. Returns None for a missing or unparseable value.
+    gives 0. Returns None for a missing or unparseable value; never raises,
+    whatever the server sent (hundreds of digits, non-ASCII digits, a date
+    in the year 9999).
     """
-    if value is None:
+    if not isinstance(value, str):
         return None
     value = value.strip()
     if not value:
         return None
-    if value.isdigit():
-        return float(int(value))
+    if _DIGITS.match(value):
+        return parse_length(value, maximum=MAX_SECONDS)
     when = parse_http_date(value)
     if when is None:
         return None
-    return max(0.0, when - now())
+    return min(MAX_SECONDS, max(0.0, when - now()))
+
+
+def parse_length(value, maximum):
+    """Given a header of ASCII digits (Content-Length, Retry-After), return it as a float clamped to ``maximum``.
+
+    Return None when ``value`` is not ASCII digits. Never converts thousands
+    of digits to an int (ValueError since Python 3.11) or a float (OverflowError).
+    """
+    if not isinstance(value, str):
+        return None
+    value = value.strip()
+    if not _DIGITS.match(value):
+        return None
+    digits = value.lstrip('0') or '0'
+    if len(digits) > len(str(int(maximum))):
+        return float(maximum)
+    return min(float(maximum), float(int(digits)))
 
 
 def parse_http_date(value):
     """Given an HTTP date (``Thu, 26 Nov 2026 10:49:17 GMT``), return seconds since the epoch, or None."""
+    if not isinstance(value, str) or len(value) > 100:
+        return None
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+        if when is None:
+            return None
+        return when.timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    if when is None:
-        return None
-    return when.timestamp()

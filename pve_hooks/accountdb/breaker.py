@@ -159,7 +159,13 @@ class Breaker:
             return self._fresh()
         fresh = self._fresh()
         fresh.update(data)
-        return fresh
+        clamped = statedir.clamp_future(dict(fresh), self.clock())
+        if clamped != fresh:   # written before the clock stepped back: keep the clamp, or it moves with the clock
+            try:
+                statedir.write_json(self.path, clamped, mode=0o600)
+            except OSError:
+                pass
+        return clamped
 
     def _warn(self, message):
         if not self._warned_corrupt:

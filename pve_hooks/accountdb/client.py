@@ -10,7 +10,16 @@ events and log state changes once.
 
 The token is read from ``accountdb.token_file`` before every request (a
 stat and a small read), so a rotated token is used without a restart. It is
-never logged, and is scrubbed from any reason text.
+never logged, and is scrubbed from any reason text. It is sent through
+requests' ``auth=`` (:class:`~pve_hooks.accountdb.transport.Bearer`), so neither a ``~/.netrc`` entry nor
+``user:password@`` in a URL can replace it with Basic auth; the session
+still takes proxies (``https_proxy``, ``no_proxy``) from the environment.
+
+Every request has a total deadline, ``accountdb.timeout.total``
+(:mod:`pve_hooks.accountdb.transport`), on top of requests' per-read
+timeouts, and whatever a server sends — headers of thousands of digits,
+JSON nested ten thousand deep — ends as one classified
+:class:`~pve_hooks.accountdb.errors.AccountDBError`, never another exception.
 """
 
 import collections
@@ -22,6 +31,7 @@ import urllib.parse
 
 from pve_hooks import __version__
 from pve_hooks.accountdb import backoff
+from pve_hooks.accountdb import transport
 from pve_hooks.config import loader as config
 from pve_hooks.accountdb import errors
 from pve_hooks.observe import logs as logsetup
@@ -41,6 +51,7 @@ None); ``body_bytes`` is the size of the response body as received.
 """
 
 Response = collections.namedtuple('Response', 'status headers body')
+_WARNED_PLAIN_HTTP = set()
 
 
 def _network_errors():
@@ -74,13 +85,19 @@ class Client:
         if session is None:
             import requests
 
-            session = requests.Session()
+            session = transport.mount(requests.Session())
         self.settings = settings
         self.session = session
         self.token_reader = token_reader
         self.clock = clock
         self.metrics = metrics
         self._token = None
+        self._guard = transport.Guard(tick=getattr(metrics, 'on_wait', None))
+        if transport.is_plain_http_to_remote(settings['accountdb.url']) and \
+                settings['accountdb.url'] not in _WARNED_PLAIN_HTTP:   # once per process, not per reload
+            _WARNED_PLAIN_HTTP.add(settings['accountdb.url'])
+            log.warning('accountdb.url is plain http:// to %s: the token and the events cross the network '
+                        'unencrypted; use https://', transport.display_url(settings['accountdb.url']))
         if not settings['accountdb.verify_tls']:
             import urllib3
 
@@ -90,7 +107,8 @@ class Client:
                         'set accountdb.ca_bundle for a private CA instead')
 
     def close(self):
-        """Close the pooled connections."""
+        """Close the pooled connections and stop the deadline thread."""
+        self._guard.close()
         self.session.close()
 
     # -- endpoints ----------------------------------------------------------
@@ -226,13 +244,18 @@ class Client:
         url = self.url(name, node)
         path = urllib.parse.urlsplit(url).path
         headers = dict(headers or {})
-        headers['Authorization'] = 'Bearer ' + self._read_token()
+        auth = transport.Bearer(self._read_token())
         headers['User-Agent'] = USER_AGENT
         headers['Accept'] = 'application/json'
         data = self._encode(body, headers) if body is not None else None
         started = self.clock()
         try:
-            response = self._exchange(method, url, data, headers, expect)
+            try:
+                response = self._exchange(method, url, data, headers, expect, auth)
+            except errors.AccountDBError:
+                raise
+            except Exception as unexpected:  # whatever a server sends ends in the taxonomy
+                raise errors.classify(exception=unexpected)
         except errors.AccountDBError as error:
             error.reason = errors.one_line(self._scrub(error.reason))
             error.args = (error.reason,)
@@ -243,30 +266,50 @@ class Client:
         self._count(method, name, response.status, started)
         return response
 
-    def _exchange(self, method, url, data, headers, expect):
-        """Send the request and read the answer; return a Response or raise AccountDBError."""
-        timeout = (self.settings['accountdb.timeout.connect'], self.settings['accountdb.timeout.read'])
+    def _exchange(self, method, url, data, headers, expect, auth=None):
+        """Send the request and read the answer within accountdb.timeout.total; return a Response or raise."""
+        total = self.settings['accountdb.timeout.total']
+        timeout = (min(self.settings['accountdb.timeout.connect'], total),
+                   min(self.settings['accountdb.timeout.read'], total))
+        tracker = transport.Tracker()
+        until = time.monotonic() + total
+        self._guard.arm(until, tracker)
         try:
-            raw = self.session.request(method, url, data=data, headers=headers, timeout=timeout,
-                                       verify=self._verify(), stream=True, allow_redirects=False)
-        except _network_errors() as error:
-            raise errors.classify(exception=error)
-        try:
-            content = self._read_body(raw)
+            with transport.tracking(tracker):
+                try:
+                    raw = self.session.request(method, url, data=data, headers=headers, timeout=timeout,
+                                               verify=self._verify(), stream=True, allow_redirects=False,
+                                               auth=auth)
+                except _network_errors() as error:
+                    raise self._deadline_error(tracker, total) or errors.classify(exception=error)
+                try:
+                    content = self._read_body(raw, until)
+                except errors.AccountDBError as error:
+                    raise self._deadline_error(tracker, total) or error
+                finally:
+                    raw.close()
         finally:
-            raw.close()
+            self._guard.disarm()
         response = Response(raw.status_code, raw.headers, content)
         if response.status not in expect:
-            raise errors.classify(status=response.status, reason=self._reason(response),
+            reason, shaped = self._reason(response)
+            raise errors.classify(status=response.status, reason=reason, accountdb_error=shaped,
                                   retry_after=backoff.parse_retry_after(raw.headers.get('Retry-After')))
         return response
 
-    def _read_body(self, raw):
-        """Return the body bytes, or raise a transient error when it is over the size limit."""
+    @staticmethod
+    def _deadline_error(tracker, total):
+        if not tracker.fired:
+            return None
+        return errors.TransientError('no complete answer from AccountDB within accountdb.timeout.total '
+                                     '({0:g} s)'.format(total))
+
+    def _read_body(self, raw, until=None):
+        """Return the body bytes, or raise a transient error when it is over the size limit or the deadline."""
         limit = self.settings['accountdb.max_response_bytes']
-        declared = raw.headers.get('Content-Length')
-        if declared and declared.isdigit() and int(declared) > limit:
-            raise errors.malformed('body of {0} bytes is over accountdb.max_response_bytes ({1})'.format(
+        declared = backoff.parse_length(raw.headers.get('Content-Length'), maximum=float(2 ** 63))
+        if declared is not None and declared > limit:
+            raise errors.malformed('body of {0:.0f} bytes is over accountdb.max_response_bytes ({1})'.format(
                 declared, limit), raw.status_code)
         chunks, size = [], 0
         try:
@@ -275,23 +318,24 @@ class Client:
                 if size > limit:
                     raise errors.malformed('body is over accountdb.max_response_bytes ({0})'.format(limit),
                                            raw.status_code)
+                if until is not None and time.monotonic() > until:
+                    raise errors.TransientError('no complete answer from AccountDB within '
+                                                'accountdb.timeout.total ({0:g} s)'.format(
+                                                    self.settings['accountdb.timeout.total']))
                 chunks.append(chunk)
         except _network_errors() as error:
             raise errors.classify(exception=error)
         return b''.join(chunks)
 
     def _reason(self, response):
-        """Return one line saying why AccountDB refused a request (the body's 'error', if any)."""
+        """Return (one line saying why the request was refused, whether the body was AccountDB's JSON error)."""
+        data = _loads(response.body.decode('utf-8', 'replace'))
         text = response.body[:2000].decode('utf-8', 'replace')
-        try:
-            data = json.loads(text)
-        except ValueError:
-            data = None
-        if isinstance(data, dict) and isinstance(data.get('error'), str):
-            return data['error']
+        if errors.is_accountdb_error(response.headers.get('Content-Type'), data):
+            return data['error'], True
         if text.lstrip()[:1] == '<' or not text.strip():
-            return 'AccountDB answered HTTP {0}'.format(response.status)
-        return 'AccountDB answered HTTP {0}: {1}'.format(response.status, text)
+            return 'AccountDB answered HTTP {0}'.format(response.status), False
+        return 'AccountDB answered HTTP {0}: {1}'.format(response.status, text), False
 
     def _scrub(self, text):
         if self._token and self._token in text:
@@ -307,6 +351,8 @@ class Client:
             return json.loads(response.body.decode('utf-8'))
         except (UnicodeDecodeError, ValueError):
             raise errors.malformed('{0} answer is not valid JSON'.format(what), response.status)
+        except RecursionError:
+            raise errors.malformed('{0} answer is JSON nested too deeply'.format(what), response.status)
 
     def _whitelist(self, response):
         etag = response.headers.get('ETag')
@@ -338,6 +384,14 @@ class Client:
                 self.metrics.on_request(method, name, _status_class(status), self.clock() - started)
             except Exception:  # metrics must never break a request
                 log.exception('metrics hook failed; continuing')
+
+
+def _loads(text):
+    """Return the JSON value of ``text``, or None when it is not JSON (or nested too deeply to parse)."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return None
 
 
 def validate_results(events, data):

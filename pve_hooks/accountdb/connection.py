@@ -29,6 +29,7 @@ import time
 
 from pve_hooks.accountdb import backoff
 from pve_hooks.accountdb import errors
+from pve_hooks.accountdb.transport import display_url
 from pve_hooks.observe.logs import RepeatSummariser
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,20 @@ class Connection:
     def due(self, now=None):
         """True when no backoff is pending (the breaker is asked by :meth:`call` itself)."""
         now = self.clock() if now is None else now
+        self._unstep(now)
         return now >= self.next_try_at
+
+    def _unstep(self, now):
+        """Pull ``next_try_at`` back when it lies further ahead than any delay this connection chooses.
+
+        That only happens when the wall clock stepped back after it was set
+        (a day's step made "next try in 86016 s"); retry at the longest
+        possible delay from now instead.
+        """
+        longest = max(float(self.settings['retry.max_delay']), float(self.settings['retry.max_retry_after']),
+                      float(self.settings['breaker.reset_timeout'])) + 1.0
+        if self.next_try_at - now > longest:
+            self.next_try_at = now + longest
 
     def _breaker_allows(self):
         try:
@@ -106,6 +120,7 @@ class Connection:
         recording the failure and scheduling the next try.
         """
         now = self.clock()
+        self._unstep(now)
         if now < self.next_try_at:
             raise Deferred(self.next_try_at, 'next try in {0} s'.format(_secs(self.next_try_at - now)))
         if not self._breaker_allows():
@@ -207,7 +222,8 @@ class Connection:
                      'the outbox', was_failing, '' if was_failing == 1 else 's', _events(self._pending()),
                      extra={'BREAKER_STATE': self._breaker_state()})
         elif old == UNKNOWN:
-            log.info('connected to AccountDB at %s; delivering events', self.settings['accountdb.url'])
+            log.info('connected to AccountDB at %s; delivering events',
+                     display_url(self.settings['accountdb.url']))
         if old != UP and self.on_change:
             self.on_change(old, UP, None)
 

@@ -17,9 +17,14 @@ Every failure of an AccountDB request becomes exactly one
     401/403, or a token file that cannot be used. Alert at once, re-read the
     token before every retry, keep retrying at the capped backoff.
 ``rejected``
-    400/413/422 on a request: AccountDB refuses this request's content.
-    A batch is bisected until a single offending event stands alone; only
-    that event becomes a dead letter.
+    400/413/422 on a request *with AccountDB's JSON error body*
+    (``{"error": "..."}``, application/json): AccountDB refuses this
+    request's content. A batch is bisected until a single offending event
+    stands alone; only that event becomes a dead letter. The same statuses
+    with any other body (a proxy's or WAF's HTML page, an empty body) are
+    *configuration*: something between us and AccountDB refused the request,
+    which says nothing about the events, so none of them may become a dead
+    letter (and later events of the same guest must not overtake them).
 ``conflict``
     412 on a conditional whitelist update (``If-Match`` is stale): refetch and
     ask the user to retry (:class:`PreconditionFailed`).
@@ -114,15 +119,17 @@ def one_line(text, limit=_REASON_MAX):
     return text
 
 
-def kind_for_status(status):
+def kind_for_status(status, accountdb_error=True):
     """Given an HTTP status that is an error for this contract, return its kind.
 
+    ``accountdb_error``: the body was AccountDB's JSON error shape (see
+    :func:`is_accountdb_error`); only then is a 400/413/422 a rejection.
     2xx and 304 are not errors and are never passed here.
     """
     if status in (401, 403):
         return AUTH
     if status in (400, 413, 422):
-        return REJECTED
+        return REJECTED if accountdb_error else CONFIGURATION
     if status == 412:
         return CONFLICT
     if status in (408, 409, 425, 429) or status >= 500:
@@ -138,21 +145,38 @@ _STATUS_HINTS = {
 }
 
 
-def classify(status=None, exception=None, reason=None, retry_after=None):
-    """Return the :class:`AccountDBError` for a failed request.
+def is_accountdb_error(content_type, data):
+    """Given a response's Content-Type and its decoded JSON body (or None), say whether it is AccountDB's error shape.
+
+    AccountDB's error bodies are ``{"error": "<one line>"}`` sent as
+    application/json (docs/accountdb-api.md).
+    """
+    return ('json' in str(content_type or '').lower() and isinstance(data, dict)
+            and isinstance(data.get('error'), str) and bool(data['error'].strip()))
+
+
+def classify(status=None, exception=None, reason=None, retry_after=None, accountdb_error=True):
+    """Return the :class:`AccountDBError` for a failed request. Never raises.
 
     Give either ``status`` (an HTTP error status; ``reason`` is what the body
-    said) or ``exception`` (what requests, the TLS layer or the OS raised).
-    ``retry_after`` is the parsed Retry-After in seconds, if any.
+    said; ``accountdb_error`` whether the body was AccountDB's JSON error
+    shape) or ``exception`` (what requests, the TLS layer, the OS or a
+    parser raised). ``retry_after`` is the parsed Retry-After in seconds, if any.
     """
     if exception is not None:
-        return _classify_exception(exception)
-    if status is None:
-        return TransientError(reason or 'request to AccountDB failed for an unknown reason')
-    kind = kind_for_status(status)
+        try:
+            return _classify_exception(exception)
+        except Exception:  # never let a strange exception escape the taxonomy
+            return TransientError('request to AccountDB failed ({0})'.format(type(exception).__name__))
+    if not isinstance(status, int) or isinstance(status, bool):
+        return TransientError(one_line(reason or 'request to AccountDB failed for an unknown reason'))
+    kind = kind_for_status(status, accountdb_error)
     text = reason or 'AccountDB answered HTTP {0}'.format(status)
     if kind in _STATUS_HINTS and status in (401, 403, 404, 405):
         text = '{0} ({1})'.format(text, _STATUS_HINTS[kind])
+    elif kind == CONFIGURATION and status in (400, 413, 422):
+        text = '{0} (not AccountDB\'s JSON error: a proxy or firewall between this node and AccountDB ' \
+               'refused the request; check accountdb.url and that proxy; every event is kept)'.format(text)
     return _BY_KIND[kind](text, status=status, retry_after=retry_after)
 
 
@@ -187,8 +211,12 @@ def _classify_exception(exception):
     import requests
 
     chain = list(_chain(exception))
-    text = ' '.join(str(item) for item in chain)
+    text = redact_urls(' '.join(_safe_str(item) for item in chain))
     lowered = text.lower()
+    if any(isinstance(item, RecursionError) for item in chain):
+        return malformed('answer nested too deeply to parse')
+    if any(isinstance(item, OverflowError) for item in chain):
+        return malformed('a number in the answer is out of range')
 
     if any(isinstance(item, (ssl.SSLCertVerificationError,)) for item in chain) or (
             isinstance(exception, requests.exceptions.SSLError) and (
@@ -198,7 +226,8 @@ def _classify_exception(exception):
                                   'accountdb.ca_bundle and accountdb.verify_tls'.format(_tls_detail(lowered)))
     if isinstance(exception, (requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema,
                               requests.exceptions.InvalidURL, requests.exceptions.URLRequired)):
-        return ConfigurationError('invalid AccountDB URL ({0}); check accountdb.url'.format(one_line(exception, 120)))
+        return ConfigurationError('invalid AccountDB URL ({0}); check accountdb.url'.format(
+            one_line(redact_urls(_safe_str(exception)), 120)))
     if isinstance(exception, requests.exceptions.TooManyRedirects):
         return ConfigurationError('too many redirects from AccountDB; check accountdb.url')
     if isinstance(exception, requests.exceptions.ConnectTimeout):
@@ -211,7 +240,7 @@ def _classify_exception(exception):
     if isinstance(exception, OSError) and not isinstance(exception, requests.exceptions.RequestException) \
             and 'ca certificate bundle' in lowered:
         return ConfigurationError('cannot read the CA bundle ({0}); check accountdb.ca_bundle'.format(
-            one_line(exception, 120)))
+            one_line(redact_urls(_safe_str(exception)), 120)))
     for item in chain:
         if type(item).__name__ == 'RemoteDisconnected':
             return TransientError('AccountDB closed the connection without a response')
@@ -230,9 +259,33 @@ def _classify_exception(exception):
             or 'temporary failure in name resolution' in lowered:
         return TransientError('DNS lookup of the AccountDB host failed')
     if isinstance(exception, requests.exceptions.SSLError):
-        return TransientError('TLS error talking to AccountDB ({0})'.format(one_line(exception, 120)))
+        return TransientError('TLS error talking to AccountDB ({0})'.format(
+            one_line(redact_urls(_safe_str(exception)), 120)))
     name = type(exception).__name__
-    return TransientError('request to AccountDB failed ({0}: {1})'.format(name, one_line(exception, 160)))
+    return TransientError('request to AccountDB failed ({0}: {1})'.format(name, one_line(
+        redact_urls(_safe_str(exception)), 160)))
+
+
+def _safe_str(item):
+    try:
+        return str(item)
+    except Exception:
+        return type(item).__name__
+
+
+_URL_SECRETS = None
+
+
+def redact_urls(text):
+    """Given any text, return it with the userinfo (``user:pass@``) and query string of every URL replaced by '...'."""
+    global _URL_SECRETS
+    if _URL_SECRETS is None:
+        import re
+
+        _URL_SECRETS = (re.compile(r'(?i)(\b[a-z][a-z0-9+.-]*://)[^/\s@]*@'), re.compile(r'\?[^\s\'"]*'))
+    userinfo, query = _URL_SECRETS
+    text = userinfo.sub(r'\1...@', str(text))
+    return query.sub('?...', text)
 
 
 def _tls_detail(lowered):

@@ -40,8 +40,8 @@ def reconcile_command(obj, once):
         code = runner.run()
     except daemon.AlreadyRunning as error:
         raise UserError(str(error))
-    except config.ConfigError as error:  # Daemon.start: a file the hookscript would read otherwise
-        raise UserError('refusing to start: {0}'.format('; '.join(error.errors)))
+    except config.ConfigError as error:  # Daemon.start: the hookscript would read the file otherwise, or a timeout
+        raise UserError('refusing to start: {0}'.format('; '.join(error.errors)))   # exceeds the watchdog
     except OSError as error:
         raise UserError('cannot start the reconciler: {0} ({1}); check paths.spool_dir and '
                         'paths.state_dir'.format(error.filename or '', error.strerror or error))

@@ -67,6 +67,11 @@ class Url(String):
 
     def convert(self, value):
         value = String.convert(self, value).strip()
+        netloc = value.split('://', 1)[-1].split('/', 1)[0]
+        if '@' in netloc:
+            # Never echo the value: it holds a password. The token file is the only credential.
+            raise ValueError('credentials in the URL are not allowed: remove "user:password@" '
+                             '(AccountDB takes the token from accountdb.token_file)')
         if not (value.startswith('http://') or value.startswith('https://')) or len(value) < 10:
             self._fail(value)
         return value.rstrip('/')
@@ -185,7 +190,9 @@ class Optional(_Type):
             return None
         try:
             return self.inner.convert(value)
-        except ValueError:
+        except ValueError as error:
+            if not str(error).startswith('expected '):
+                raise  # the inner type's own sentence (it may withhold the value, e.g. a URL's password)
             self._fail(value)
 
 
@@ -256,6 +263,9 @@ OPTIONS = (
       'CA bundle (PEM) to verify AccountDB with, for a private CA; null uses the system store.'),
     O('accountdb.timeout.connect', Number(0.1, 300), 5.0, 'Seconds to wait for a TCP/TLS connection.'),
     O('accountdb.timeout.read', Number(0.1, 3600), 30.0, 'Seconds to wait for a response once connected.'),
+    O('accountdb.timeout.total', Number(0.5, 3600), 45.0,
+      'Seconds one request may take in all (connect, send, headers, body), however slowly the server '
+      'trickles its answer; must stay below the systemd watchdog (WatchdogSec=60s).'),
     O('accountdb.gzip_min_bytes', Integer(0), 4096,
       'Request bodies at least this large are sent gzip-compressed (Content-Encoding: gzip).'),
     O('accountdb.max_response_bytes', Integer(1024), 16 * 1024 * 1024,

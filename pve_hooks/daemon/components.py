@@ -63,6 +63,10 @@ class _RequestObserver:
         self.metrics.on_request(method, endpoint, status_class, duration_s)
         self.watchdog.ping()
 
+    def on_wait(self):
+        """Called about once a second from the client's deadline thread while a request is in flight."""
+        self.watchdog.ping()
+
 
 def pvesh_runner(tools):
     """Return a pvesh.run-compatible runner that pings the watchdog around each call and times it."""

@@ -146,7 +146,7 @@ class InventorySync:
         self.attach = attach
         self.tick = tick
         self.path = state_path(settings)
-        self.state = state.read_json(self.path, {}) or {}
+        self.state = state.clamp_future(state.read_json(self.path, {}) or {}, clock())
         self.dirty = True          # read Proxmox at the first pass after start
         self.dirty_reason = 'start-up'
         self.next_at = 0.0         # due at start

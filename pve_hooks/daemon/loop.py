@@ -31,7 +31,7 @@ from pve_hooks.config import loader as config
 from pve_hooks.daemon import dirwatch, lock
 from pve_hooks.daemon.components import Components, Tools
 from pve_hooks.daemon.delivery import Interrupted
-from pve_hooks.daemon.systemd import Notifier, Watchdog
+from pve_hooks.daemon.systemd import Notifier, Watchdog, watchdog_problem
 from pve_hooks.observe import alerts, listener, logs, metrics
 from pve_hooks.observe.status import LAST_KEYS, one_line
 from pve_hooks.outbox import recovery
@@ -107,13 +107,16 @@ class Daemon:
         """Lock, recover the outbox, probe AccountDB, tell systemd we are ready.
 
         Raise AlreadyRunning, OSError when the spool or state directory is unusable, or
-        config.ConfigError when the hookscript would read the configuration file differently.
+        config.ConfigError when the hookscript would read the configuration file differently or
+        accountdb.timeout.total is not below the systemd watchdog.
         """
         config.check_hookscript_reads(self.settings)
+        _check_watchdog(self.settings, self.tools.notifier)
         statedir.check_dir(self.settings['paths.state_dir'])     # owner and mode: fixed or refused
         recovery.check_dirs(self.settings['paths.spool_dir'])
         self._lock_fd = lock.acquire(self.settings['paths.state_dir'])
-        published = statedir.read_json(statedir.path(self.settings, statedir.DAEMON), {}) or {}
+        published = statedir.clamp_future(
+            statedir.read_json(statedir.path(self.settings, statedir.DAEMON), {}) or {}, self.clock())
         self.c = Components(self.settings, self.tools, published)
         recovered = self.c.outbox.recover()
         if self.install_signals:
@@ -305,6 +308,7 @@ class Daemon:
         notifier.reloading()
         try:
             new = self.reload_settings()
+            _check_watchdog(new, notifier)
         except config.ConfigError as error:
             log.error('configuration reload rejected, keeping the running configuration: %s',
                       '; '.join(error.errors))
@@ -353,6 +357,13 @@ class Daemon:
             return False
         self.tools.alerter.update(condition, False, 'the hookscript reads the configuration file again')
         return True
+
+
+def _check_watchdog(settings, notifier):
+    """Raise config.ConfigError (one line) when accountdb.timeout.total is not below systemd's watchdog timeout."""
+    problem = watchdog_problem(settings, notifier)
+    if problem:
+        raise config.ConfigError([problem])
 
 
 def run_once(settings, clock=time.time, rand=random.random, session_factory=lambda: None, pvesh_run=None):

@@ -158,5 +158,25 @@ class Watchdog:
         return max(0.0, self._last + self.interval * 0.5 - self.monotonic())
 
 
+def watchdog_problem(settings, notifier):
+    """Given Settings and a :class:`Notifier`, return a one-line error when a request may outlast the watchdog, else None.
+
+    systemd kills the daemon after WATCHDOG_USEC without a ping. Calls to
+    AccountDB ping while they wait, but a configuration whose
+    ``accountdb.timeout.total`` is not below that timeout says the operator
+    expects calls systemd will not allow: refuse it at start (and on reload).
+    """
+    interval = notifier.watchdog_interval()
+    if not interval:
+        return None
+    timeout = interval * 2.0
+    total = settings['accountdb.timeout.total']
+    if total < timeout:
+        return None
+    return ('accountdb.timeout.total is {0:g} s but systemd\'s watchdog (WatchdogSec, WATCHDOG_USEC) is {1:g} s; '
+            'set accountdb.timeout.total below {1:g} or raise WatchdogSec with '
+            '"systemctl edit pve-hooks-reconciler"'.format(total, timeout))
+
+
 def _one_line(text):
     return ' '.join(str(text).split())

@@ -167,8 +167,8 @@ class WhitelistCache:
             self._set_record(_empty_record(), file_id)
             return False
         try:
-            record = validate_record(json.loads(raw.decode('utf-8')))
-        except ValueError as error:   # includes JSON and UTF-8 decoding errors
+            record = statedir.clamp_future(validate_record(json.loads(raw.decode('utf-8'))), self.clock())
+        except (ValueError, RecursionError) as error:   # includes JSON and UTF-8 decoding errors
             self._quarantine(str(error).splitlines()[0][:200])
             self._set_record(_empty_record(), None)
             return False

@@ -92,7 +92,9 @@ def test_sighup_reloads_a_valid_config_and_keeps_the_old_one_when_invalid(accoun
 
 def test_systemd_notifications(accountdb, pve_node, fake_node, notify_socket):
     path, sock = notify_socket
-    node = pve_node('pve1', env={'NOTIFY_SOCKET': path, 'WATCHDOG_USEC': '400000'})
+    # accountdb.timeout.total must stay below the watchdog timeout, or the daemon refuses to start.
+    node = pve_node('pve1', settings={'accountdb.timeout.total': 3},
+                    env={'NOTIFY_SOCKET': path, 'WATCHDOG_USEC': '4000000'})
     node.start_daemon()
     messages = []
     wait_for(lambda: len([m for m in _drain(sock, messages) if m == 'WATCHDOG=1']) >= 2, 30,
@@ -161,3 +163,14 @@ def test_sigterm_during_a_slow_start_up_probe_exits_0(accountdb, pve_node, fake_
     assert node.stop_daemon(timeout=20) == 0   # the probe would take 30 s
     assert 'stopped during the start-up check of AccountDB' in node.log_text()
     assert 'Traceback' not in node.log_text()
+
+
+def test_a_total_deadline_above_the_watchdog_is_refused_in_one_line(accountdb, pve_node, fake_node):
+    node = pve_node('pve1', settings={'accountdb.timeout.total': 45}, env={'WATCHDOG_USEC': '20000000'})
+    node.start_daemon()
+    assert node.daemon.wait(30) != 0
+    text = node.log_text()
+    assert 'Traceback' not in text
+    assert text.count('\n') == 1, text   # one line
+    for part in ('accountdb.timeout.total is 45 s', 'WATCHDOG_USEC) is 20 s', 'systemctl edit'):
+        assert part in text, text

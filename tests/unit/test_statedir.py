@@ -121,3 +121,11 @@ def test_secure_dir_fixes_our_writable_directory_and_refuses_a_foreign_one(tmp_p
     (tmp_path / 'file').write_text('')
     with pytest.raises(state.UnsafeDirectory, match='not a directory'):
         state.secure_dir(str(tmp_path / 'file'))
+
+
+def test_clamp_future_pulls_times_ahead_of_the_clock_back_to_now():
+    record = {'heartbeat_at': 2000.0, 'fetched_at': 500, 'failing_since': 3000, 'count_at_x': True, 'name': 'x',
+              'nested': {'read_at': 9999}, 'stopped_at': None}
+    assert state.clamp_future(record, 1000.0) == {
+        'heartbeat_at': 1000.0, 'fetched_at': 500, 'failing_since': 1000.0, 'count_at_x': True, 'name': 'x',
+        'nested': {'read_at': 1000.0}, 'stopped_at': None}

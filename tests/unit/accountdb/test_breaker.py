@@ -172,3 +172,14 @@ def test_reading_the_state_changes_nothing_so_the_daemon_logs_the_half_open_once
     assert daemon.allow()
     assert daemon_changes == [('closed', 'open'), ('open', 'half_open')]
     assert daemon.allow() and daemon_changes[-1] == ('open', 'half_open') and len(daemon_changes) == 2
+
+
+def test_times_written_before_the_clock_stepped_back_are_clamped(tmp_path):
+    clock = Clock()
+    breaker = make(tmp_path, clock, threshold=1, timeout=30.0)
+    breaker.record_failure('transient')
+    assert breaker.state == 'open'
+    clock.now -= 86400                      # the clock steps back a day
+    assert 0 < breaker.retry_in() <= 30.0   # not a day and 30 s
+    clock.now += 31
+    assert breaker.allow()                  # half-open after reset_timeout, as without the step

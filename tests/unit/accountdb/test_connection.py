@@ -143,3 +143,16 @@ def test_probe_reports_reachability(dev_accountdb, tmp_path):
     assert connection.state == UP and connection.summary() == 'up'
     assert connection.server_version is not None
     assert os.path.exists(breaker.breaker_path(connection.settings))
+
+
+def test_a_clock_step_back_does_not_stretch_the_backoff(dev_accountdb, tmp_path):
+    connection, clock = _connection(dev_accountdb, tmp_path)
+    dev_accountdb.set_faults([{'mode': 'status', 'status': 503, 'count': 1}])
+    with pytest.raises(errors.AccountDBError):
+        connection.call('event batch', connection.client.health)
+    clock.now -= 86400                      # the clock steps back a day
+    with pytest.raises(Deferred) as deferred:
+        connection.call('event batch', connection.client.health)
+    assert deferred.value.until - clock.now <= 10 + 1   # the longest delay it could choose, not 86400 s more
+    clock.now += 11
+    assert connection.due()

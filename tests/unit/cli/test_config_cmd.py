@@ -56,8 +56,14 @@ def test_show_never_prints_the_token_or_url_password(tmp_path):
     os.chmod(token, 0o600)
     result = invoke('--set', 'accountdb.token_file={0}'.format(token),
                     '--set', 'accountdb.url=https://agent:hunter2@db.example.com', 'config', 'show')
-    assert result.exit_code == 0
+    # Credentials in the URL are refused (the token file is the only credential), without echoing them.
+    assert result.exit_code != 0
+    assert 'credentials in the URL are not allowed' in result.output
     assert 'TOPSECRET' not in result.output and 'hunter2' not in result.output
+    result = invoke('--set', 'accountdb.token_file={0}'.format(token),
+                    '--set', 'accountdb.url=https://db.example.com', 'config', 'show')
+    assert result.exit_code == 0
+    assert 'TOPSECRET' not in result.output
     assert str(token) in result.output
 
 

@@ -88,3 +88,34 @@ def test_watchdog_asks_to_wake_at_half_its_interval_after_the_last_ping(listener
     now[0] += 0.5
     watchdog.ping()   # throttled
     assert _messages(sock) == ['WATCHDOG=1'] and watchdog.next_in() == pytest.approx(2.0)
+
+
+def _settings(*overrides):
+    from pve_hooks.config import loader as config
+
+    return config.load(env={}, require_file=False, overrides=['node=pve1'] + list(overrides))
+
+
+def test_a_total_deadline_not_below_the_watchdog_is_refused_naming_both_values_and_the_fix():
+    from pve_hooks.daemon.systemd import watchdog_problem
+
+    notifier = Notifier(env={'WATCHDOG_USEC': '20000000'})
+    problem = watchdog_problem(_settings('accountdb.timeout.total=45'), notifier)
+    assert '\n' not in problem
+    assert 'accountdb.timeout.total is 45 s' in problem and '20 s' in problem and 'systemctl edit' in problem
+    assert watchdog_problem(_settings('accountdb.timeout.total=19'), notifier) is None
+    assert watchdog_problem(_settings('accountdb.timeout.total=3000'), Notifier(env={})) is None
+
+
+def test_the_unit_files_watchdog_exceeds_the_default_timeouts():
+    import pathlib
+    import re
+
+    from pve_hooks.config import schema
+
+    unit = pathlib.Path(__file__).resolve().parents[3] / 'debian' / 'pve-hooks.pve-hooks-reconciler.service'
+    watchdog = float(re.search(r'^WatchdogSec=(\d+)s?$', unit.read_text(), re.M).group(1))
+    defaults = schema.defaults()
+    assert defaults['accountdb.timeout.total'] < watchdog
+    assert defaults['accountdb.timeout.connect'] + defaults['accountdb.timeout.read'] <= \
+        defaults['accountdb.timeout.total']

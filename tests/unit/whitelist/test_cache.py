@@ -159,3 +159,12 @@ def test_from_settings_uses_the_configured_values(tmp_path):
     cache = WhitelistCache.from_settings(settings)
     assert cache.path == str(tmp_path / 'whitelist.json')
     assert (cache.refresh_interval, cache.max_stale) == (60.0, 600.0)
+
+
+def test_times_written_before_the_clock_stepped_back_are_taken_as_now(tmp_path):
+    write_cache(tmp_path, fetched_at=1_700_086_400.0, last_attempt_at=1_700_086_400.0)   # a day ahead
+    clock = Clock(1_700_000_000.0)
+    cache = WhitelistCache(str(tmp_path), clock=clock, refresh_interval=300, max_stale=1000)
+    assert cache.fetched_at == 1_700_000_000.0 and cache.age() == 0.0
+    clock.now += 301
+    assert cache.due()   # after refresh_interval, not after a day and refresh_interval
