@@ -8,6 +8,11 @@ A job has one small interface::
     watch             optional: a dirwatch.DirWatch the loop waits on; when it fires
                       the loop calls ``woken(now)``
 
+Clock steps: jobs schedule in epoch seconds, and a deadline set before the
+clock stepped back would lie as far ahead as the step. So no job's next run
+may lie further ahead than its own interval (:func:`within`): after a step
+back, a job waits at most one interval.
+
 No job calls back into the loop. What a job must report it publishes into
 the status board (pve_hooks.observe.status.Board); another job that cares
 reads it from there (the inventory pass re-reads Proxmox once events were
@@ -32,6 +37,11 @@ STATUS_INTERVAL = 30.0
 NEVER = float('inf')
 
 
+def within(deadline, now, interval):
+    """Return ``deadline``, pulled in to ``now + interval`` when it lies further ahead (a clock step back)."""
+    return min(deadline, now + interval)
+
+
 class WhitelistRefresh:
     """Refresh the whitelist cache every ``whitelist.refresh_interval``, only while AccountDB answers.
 
@@ -52,6 +62,7 @@ class WhitelistRefresh:
     def next_due(self, now):
         if self.cache is None or not self.settings['accountdb.url']:
             return NEVER
+        self.at = within(self.at, now, self.settings['whitelist.refresh_interval'])
         if self.waiting_for_accountdb:   # no sooner than AccountDB may be tried again
             if self.connection.state == UP and self.connection.due(now):
                 return now
@@ -107,6 +118,9 @@ class DeliveryJob:
         self.at = min(self.at, now)
 
     def next_due(self, now):
+        longest = max(STATUS_INTERVAL, self.settings['reconcile.heartbeat_interval'],
+                      self.settings['delivery.poll_interval'])
+        self.at = within(self.at, now, longest)
         if not self.settings['accountdb.url']:
             return self.at
         return max(self.at, self.connection.next_try_at)
@@ -156,6 +170,7 @@ class InventoryJob:
         self.delivered_seen = board.published.get('last_delivery_at')
 
     def next_due(self, now):
+        self.sync.next_at = within(self.sync.next_at, now, self.sync.settings['reconcile.interval'])
         if self.sync.pending is not None:
             return min(self.sync.next_at, self.connection.next_try_at)
         return self.sync.next_at
@@ -188,6 +203,7 @@ class HealthJob:
         self.at = 0.0
 
     def next_due(self, now):
+        self.at = within(self.at, now, self.settings['reconcile.heartbeat_interval'])
         return self.at
 
     def run(self, now):
@@ -221,6 +237,7 @@ class HeartbeatJob:
         self.at = 0.0
 
     def next_due(self, now):
+        self.at = within(self.at, now, self.settings['reconcile.heartbeat_interval'])
         return self.at if self.settings['accountdb.url'] else NEVER
 
     def run(self, now):
@@ -258,7 +275,7 @@ class StatusJob:
     def next_due(self, now):
         if self.written_version != self.board.version or self.written_at is None:
             return now
-        return self.written_at + STATUS_INTERVAL
+        return within(self.written_at + STATUS_INTERVAL, now, STATUS_INTERVAL)
 
     def run(self, now, stopped=False):
         """Write everything; ``stopped`` marks daemon.json as left by a stopped daemon. Return the snapshot."""

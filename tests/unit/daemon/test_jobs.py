@@ -91,6 +91,7 @@ def test_inventory_pass_rereads_proxmox_once_events_were_delivered(site):
 
         def __init__(self):
             self.dirty = []
+            self.settings = settings
 
         def mark_dirty(self, reason):
             self.dirty.append(reason)
@@ -131,7 +132,7 @@ def test_health_job_publishes_the_summary_and_survives_a_broken_runner(site):
     assert job.run(clock.now) == 'WARNING' and board.published['health']['status'] == 'WARNING'
     Runner.fail = True
     assert job.run(clock.now + 30) is None and board.published['health']['status'] == 'WARNING'
-    assert job.next_due(clock.now) == clock.now + 30 + settings['reconcile.heartbeat_interval']
+    assert job.next_due(clock.now + 30) == clock.now + 30 + settings['reconcile.heartbeat_interval']
 
 
 def test_status_job_renders_when_something_was_published_and_at_least_every_interval(site):
@@ -156,3 +157,32 @@ def test_status_job_renders_when_something_was_published_and_at_least_every_inte
     assert job.next_due(clock.now) == clock.now
     job.run(clock.now + 1, stopped=True)
     assert statedir.read_json(statedir.path(settings, statedir.DAEMON))['stopped_at'] == clock.now + 1
+
+
+def test_after_a_clock_step_back_no_job_waits_longer_than_its_interval(site):
+    settings, clock, connection, board = site
+
+    class Sync:
+        settings = None
+        next_at, pending = 0.0, None
+
+    sync = Sync()
+    sync.settings = settings
+    whitelist = jobs.WhitelistRefresh(settings, object(), connection, board)
+    health = jobs.HealthJob(settings, None, board)
+    heartbeat = jobs.HeartbeatJob(settings, connection, board, clock)
+    inventory = jobs.InventoryJob(sync, connection, board)
+    status_job = jobs.StatusJob(settings, board, None, None, None, connection)
+    day = 86400.0
+    for job in (whitelist, health, heartbeat):
+        job.at = clock.now + 60   # scheduled a minute ahead ...
+    sync.next_at = clock.now + 60
+    status_job.written_version, status_job.written_at = board.version, clock.now
+    clock.now -= day              # ... then the clock stepped back a day
+    assert whitelist.next_due(clock.now) == clock.now + settings['whitelist.refresh_interval']
+    assert health.next_due(clock.now) == clock.now + settings['reconcile.heartbeat_interval']
+    assert heartbeat.next_due(clock.now) == clock.now + settings['reconcile.heartbeat_interval']
+    assert inventory.next_due(clock.now) == clock.now + settings['reconcile.interval']
+    assert status_job.next_due(clock.now) == clock.now + jobs.STATUS_INTERVAL
+    clock.now += 2 * day          # forward steps need nothing: the deadlines are simply past
+    assert health.next_due(clock.now) < clock.now
