@@ -187,6 +187,8 @@ class Guard:
     in flight (exceptions are swallowed); ``monotonic``: the clock.
     """
 
+    IDLE = 30.0   # seconds without a request after which the thread ends (a client never closed leaks none)
+
     def __init__(self, tick=None, tick_every=1.0, monotonic=time.monotonic):
         self.tick = tick
         self.tick_every = tick_every
@@ -221,7 +223,9 @@ class Guard:
                 if self._closed:
                     return
                 if self._armed is None:
-                    self._cond.wait()
+                    if not self._cond.wait(self.IDLE) and self._armed is None:
+                        self._thread = None   # idle: gone until the next request (arm() starts another)
+                        return
                     continue
                 deadline, tracker = self._armed
                 remaining = deadline - self.monotonic()

@@ -505,7 +505,8 @@ def _(fixtures):
     try:
         fake_node.create_guest(101)
         node = fixtures('pve_node')('pve1', settings={
-            'reconcile.auto_attach': True, 'proxmox.qm': str(slow), 'proxmox.storage_cfg': str(storage)},
+            'reconcile.auto_attach': True, 'proxmox.qm': str(slow), 'proxmox.storage_cfg': str(storage),
+            'accountdb.timeout.total': 1.5},   # below the 2 s watchdog, or the daemon refuses to start
             env={'NOTIFY_SOCKET': notify_path, 'WATCHDOG_USEC': '2000000'})
         node.start_daemon()
         wait_for(lambda: os.path.exists(os.path.join(node.state_dir, 'inventory.json')) and pings, 30,
