@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 # running systemd it also enables a Prometheus server on :9090).
 APT_TEST_PACKAGES = python3-venv python3-click python3-yaml python3-requests python3-urllib3 \
 	python3-prometheus-client python3-systemd libsystemd-dev pkg-config gcc python3-dev systemd \
-	util-linux logrotate prometheus
+	util-linux logrotate prometheus python3-hypothesis
 
 .PHONY: help apt-deps venv venv-debian test test-current test-debian demo docs check-docs soak bench clean deb deb-check
 

@@ -66,7 +66,7 @@ def dev_accountdb(ctx, listen, db, token_file, faults_text, tls_cert, tls_key, v
     if bool(tls_cert) != bool(tls_key):
         raise click.UsageError('--tls-cert and --tls-key go together')
     from pve_hooks.config import loader as config
-    from pve_hooks_devserver import app
+    from pve_hooks_devserver import server
 
     spec = _load_faults(faults_text)
     try:
@@ -76,7 +76,7 @@ def dev_accountdb(ctx, listen, db, token_file, faults_text, tls_cert, tls_key, v
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
                         format='%(message)s')
     try:
-        app.serve(listen, db, token_file, spec, (tls_cert, tls_key) if tls_cert else None)
+        server.serve(listen, db, token_file, spec, (tls_cert, tls_key) if tls_cert else None)
     except sqlite3.Error as error:
         raise UserError('{0}: cannot use the database ({1}); check the path and that it is an SQLite '
                         'file'.format(db, error))

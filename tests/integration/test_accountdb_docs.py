@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from pve_hooks.config import schema
-from pve_hooks_devserver import app, faults
+from pve_hooks_devserver import contract, faults
 
 DOCS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), 'docs')
 
@@ -50,7 +50,7 @@ def test_every_default_endpoint_path_is_documented_with_the_server_methods(spec,
         name = option.key.rsplit('.', 1)[1]
         assert option.default in spec['paths'], option.key
         methods = {method.upper() for method in spec['paths'][option.default]}
-        assert methods == set(app.METHODS[name]), option.key
+        assert methods == set(contract.METHODS[name]), option.key
         assert option.default in guide, option.key
     assert set(spec['paths']) == {option.default for option in endpoints}
 

@@ -1,4 +1,10 @@
-"""Metrics on real files and over loopback HTTP: the textfile writer and the /metrics server."""
+"""Metrics on real files, and the /metrics listener's bounds over loopback with real stalled clients.
+
+The textfile writer (observe/metrics.py) and what takes real seconds and
+hundreds of sockets to show of observe/listener.py: deadlines, the
+connection bound and the thread bound. The listener's quick cases are in
+tests/unit/observe/test_listener.py.
+"""
 
 import logging
 import os
@@ -8,38 +14,12 @@ import stat
 import subprocess
 import threading
 import time
-import urllib.error
-import urllib.request
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-from pve_hooks.daemon.delivery import PassResult
-from pve_hooks.observe import metrics
-from pve_hooks.observe import listener
+from pve_hooks.observe import listener, metrics
+from tests.support.metrics import delivered, families, filled_registry, get
 from tests.support.snapshot import snapshot
-
-
-def families(text):
-    return {family.name: family for family in text_string_to_metric_families(text)}
-
-
-def delivered(registry, accepted):
-    result = PassResult()
-    result.accepted = accepted
-    registry.count_delivery(result)
-
-
-def filled_registry(current=None):
-    """Return a Metrics with 5 deliveries; its snapshot is ``current['snapshot']`` (default: depth 2)."""
-    current = current if current is not None else {}
-    current.setdefault('snapshot', snapshot(outbox={'depth': 2}))
-    registry = metrics.Metrics(lambda: current['snapshot'])
-    delivered(registry, 5)
-    result = PassResult()
-    result.latencies = [0.12]
-    registry.count_delivery(result)
-    return registry
 
 
 def test_textfile_is_written_readable_and_parses(tmp_path):
@@ -149,68 +129,6 @@ def test_promtool_accepts_a_full_render():
     assert done.returncode == 0, (done.stdout + done.stderr).decode()
 
 
-def get(url, method='GET', timeout=10):
-    request = urllib.request.Request(url, method=method)
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, response.headers['Content-Type'], response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.headers['Content-Type'], error.read().decode()
-
-
-@pytest.fixture
-def server():
-    current = {}
-    registry = filled_registry(current)
-    server = listener.serve(registry, '127.0.0.1:0')
-    yield current, server, 'http://127.0.0.1:{0}'.format(server.server_address[1])
-    listener.stop(server)
-
-
-def test_serves_metrics_over_http(server):
-    current, _, base = server
-    status, content_type, body = get(base + '/metrics')
-    assert status == 200
-    assert content_type == 'text/plain; version=0.0.4; charset=utf-8'
-    assert families(body)['pve_hooks_outbox_depth'].samples[0].value == 2
-    current['snapshot'] = snapshot(outbox={'depth': 9})
-    assert families(get(base + '/metrics')[2])['pve_hooks_outbox_depth'].samples[0].value == 9
-
-
-def test_head_has_the_headers_and_no_body(server):
-    request = urllib.request.Request(server[2] + '/metrics', method='HEAD')
-    with urllib.request.urlopen(request, timeout=10) as answer:
-        assert answer.status == 200
-        assert int(answer.headers['Content-Length']) > 1000
-        assert answer.read() == b''
-
-
-def test_serves_only_metrics(server):
-    status, _, body = get(server[2] + '/')
-    assert status == 404
-    assert 'only /metrics' in body
-    assert get(server[2] + '/metrics', method='POST')[0] == 501
-
-
-def test_serve_is_off_without_listen():
-    assert listener.serve(metrics.Metrics(), None) is None
-    listener.stop(None)
-
-
-def test_address_in_use_logs_an_error_and_returns_none(caplog):
-    busy = socket.socket()
-    busy.bind(('127.0.0.1', 0))
-    busy.listen(1)
-    listen = '127.0.0.1:{0}'.format(busy.getsockname()[1])
-    try:
-        with caplog.at_level(logging.ERROR, logger='pve_hooks.observe.metrics'):
-            assert listener.serve(metrics.Metrics(), listen) is None
-    finally:
-        busy.close()
-    assert caplog.records[0].getMessage().startswith('cannot serve metrics on {0} (Address already in use)'.format(
-        listen))
-
-
 # -- the listener's bounds -------------------------------------------------------------------------
 
 
@@ -295,82 +213,4 @@ def test_a_trickling_client_is_cut_at_the_deadline_not_per_read():
                 assert time.monotonic() - started < 5
     finally:
         client.close()
-        listener.stop(server)
-
-
-def test_all_workers_busy_answers_503_at_once():
-    release, entered = threading.Event(), threading.Event()
-
-    def slow_snapshot():
-        entered.set()
-        release.wait(10)
-        return snapshot()
-
-    server = listener.serve(metrics.Metrics(slow_snapshot), '127.0.0.1:0', workers=1)
-    url = 'http://127.0.0.1:{0}/metrics'.format(server.server_address[1])
-    first = {}
-    thread = threading.Thread(target=lambda: first.update(answer=get(url)))
-    thread.start()
-    try:
-        assert entered.wait(10)
-        started = time.monotonic()
-        assert get(url)[0] == 503
-        assert time.monotonic() - started < 2
-    finally:
-        release.set()
-        thread.join(10)
-        listener.stop(server)
-    assert first['answer'][0] == 200
-
-
-def test_a_broken_page_answers_500_and_logs(caplog):
-    def broken():
-        raise RuntimeError('bug')
-
-    server = listener.MetricsServer('127.0.0.1', 0, {'/metrics': broken})
-    server.start()
-    try:
-        with caplog.at_level(logging.ERROR, logger='pve_hooks.observe.metrics'):
-            assert get('http://127.0.0.1:{0}/metrics'.format(server.server_address[1]))[0] == 500
-            assert get('http://127.0.0.1:{0}/metrics'.format(server.server_address[1]))[0] == 500
-    finally:
-        server.shutdown()
-    assert [record.getMessage() for record in caplog.records] == ['metrics request from 127.0.0.1 failed'] * 2
-
-
-def test_stop_closes_the_listener():
-    server = listener.serve(metrics.Metrics(), '127.0.0.1:0')
-    port = server.server_address[1]
-    listener.stop(server)
-    assert not server.thread.is_alive()
-    with pytest.raises(ConnectionRefusedError):
-        socket.create_connection(('127.0.0.1', port), timeout=5)
-
-
-def test_a_non_loopback_address_is_served_with_a_warning(caplog):
-    with caplog.at_level(logging.WARNING, logger='pve_hooks.observe.metrics'):
-        local = listener.serve(metrics.Metrics(), '127.0.0.1:0')
-        listener.stop(local)
-        assert caplog.records == []
-        wide = listener.serve(metrics.Metrics(), '0.0.0.0:0')
-    try:
-        assert get('http://127.0.0.1:{0}/metrics'.format(wide.server_address[1]))[0] == 200
-    finally:
-        listener.stop(wide)
-    assert [record.getMessage() for record in caplog.records] == [
-        'metrics.listen 0.0.0.0:0 is not a loopback address: whoever reaches this node on port {0} can read '
-        '/metrics, without authentication; listen on 127.0.0.1 or filter the port'.format(wide.server_address[1])]
-
-
-def test_serves_on_ipv6_loopback(caplog):
-    if not socket.has_ipv6:
-        pytest.skip('no IPv6 in this Python')
-    with caplog.at_level(logging.WARNING, logger='pve_hooks.observe.metrics'):
-        server = listener.serve(metrics.Metrics(), '[::1]:0')
-    if server is None:
-        pytest.skip('no IPv6 loopback here: {0}'.format(caplog.records[0].getMessage()))
-    try:
-        assert get('http://[::1]:{0}/metrics'.format(server.server_address[1]))[0] == 200
-        assert caplog.records == []
-    finally:
         listener.stop(server)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from pve_hooks_devserver import app
+from pve_hooks_devserver import contract
 from pve_hooks_devserver.store import Store
 
 
@@ -81,12 +81,12 @@ def test_dump_summarises_everything(store):
     (None, 'Thu, 01 Jan 2099 00:00:00 GMT', True), (None, 'Thu, 01 Jan 1970 00:00:00 GMT', False),
     (None, 'garbage', False), (None, None, False)])
 def test_not_modified(inm, ims, expected):
-    assert app.not_modified(inm, ims, '"wl-1"', 1_800_000_000) is expected
+    assert contract.not_modified(inm, ims, '"wl-1"', 1_800_000_000) is expected
 
 
 @pytest.mark.parametrize('change, words', [
     ({'vmid': 99}, 'vmid'), ({'vmid': True}, 'vmid'), ({'phase': 'boot'}, 'phase'), ({'seq': '1'}, 'seq'),
     ({'occurred_at': None}, 'occurred_at'), ({'node': 5}, 'node')])
 def test_event_problems(change, words):
-    assert words in app.event_problem(dict(event('x'), **change))
-    assert app.event_problem(event('x')) is None
+    assert words in contract.event_problem(dict(event('x'), **change))
+    assert contract.event_problem(event('x')) is None

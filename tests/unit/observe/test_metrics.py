@@ -13,7 +13,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from pve_hooks import __version__
 from pve_hooks.daemon.delivery import PassResult
 from pve_hooks.observe import alerts, metrics
-from pve_hooks.observe import listener
 from tests.support.snapshot import NOW, snapshot
 
 # Every name, type and help text the hand-written registry exposed before prometheus_client:
@@ -322,23 +321,3 @@ def test_a_malformed_snapshot_is_not_a_crash(caplog):
                                           (None, 'error'), (0, 'error'), (999, 'error')])
 def test_status_class(status, text):
     assert metrics.status_class(status) == text
-
-
-@pytest.mark.parametrize('listen, expected', [('127.0.0.1:9959', ('127.0.0.1', 9959)),
-                                              ('[::1]:9959', ('::1', 9959)), ('localhost:1', ('localhost', 1))])
-def test_parse_listen(listen, expected):
-    assert listener.parse_listen(listen) == expected
-
-
-@pytest.mark.parametrize('listen', ['9959', ':9959', '127.0.0.1:', '127.0.0.1:x'])
-def test_parse_listen_rejects(listen):
-    with pytest.raises(ValueError):
-        listener.parse_listen(listen)
-
-
-@pytest.mark.parametrize('address, loopback', [('127.0.0.1', True), ('127.0.0.2', True), ('::1', True),
-                                               ('::ffff:127.0.0.1', True), ('0.0.0.0', False), ('::', False),
-                                               ('192.168.1.10', False), ('fe80::1%eth0', False),
-                                               ('localhost', False)])
-def test_is_loopback_judges_the_bound_address(address, loopback):
-    assert listener.is_loopback(address) is loopback

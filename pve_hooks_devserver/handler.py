@@ -1,66 +1,33 @@
-"""The reference AccountDB HTTP server (contract v1, docs/accountdb-api.md).
+"""The reference AccountDB's request handler: routing, the contract's endpoints, admin and faults.
 
-A ``ThreadingHTTPServer`` speaking HTTP/1.1 with keep-alive, backed by
-:class:`pve_hooks_devserver.store.Store`, with fault injection
-(:mod:`pve_hooks_devserver.faults`) and admin endpoints under ``/_admin/``
-that need the same token: ``GET|POST /_admin/faults``, ``GET /_admin/stats``,
-``POST /_admin/stats/reset``, ``GET /_admin/dump``.
-
-Endpoint paths are the schema defaults of ``accountdb.endpoints.*``, so the
-server and the client's default configuration cannot drift apart.
+One :class:`Handler` per connection (HTTP/1.1, keep-alive) of
+pve_hooks_devserver.server.Server, whose ``store``, ``faults``, ``token``
+and ``stats`` it uses. Endpoints and methods come from
+pve_hooks_devserver.contract; admin endpoints under ``/_admin/`` need the
+same token: ``GET|POST /_admin/faults``, ``GET /_admin/stats``,
+``POST /_admin/stats/reset``, ``GET /_admin/dump``. Request-level faults
+(pve_hooks_devserver.faults) are acted on before the token is checked.
 """
 
-import hmac
 import http.server
 import json
 import logging
-import os
-import re
 import socket
 import ssl
 import struct
-import threading
 import time
 import urllib.parse
-import zlib
 
 from pve_hooks import __version__
-from pve_hooks.accountdb import backoff
-from pve_hooks.config import loader as config
-from pve_hooks.config import schema
 from pve_hooks_devserver import faults as faults_mod
-from pve_hooks_devserver.store import Store
+from pve_hooks_devserver.contract import (MAX_BODY_BYTES, MAX_EVENT_ID_CHARS, MAX_EVENTS_PER_REQUEST, METHODS,
+                                          ROUTES, VMID_MAX, VMID_MIN, event_problem, is_vmid, not_modified)
+from pve_hooks_devserver.request import BadRequest, check_token, json_body, read_body
 
 log = logging.getLogger(__name__)
 
-PHASES = ('pre-start', 'post-start', 'pre-stop', 'post-stop')
-VMID_MIN, VMID_MAX = 100, 999999999
-# The reference server's own limits (documented in docs/accountdb-api.md).
-MAX_BODY_BYTES = 64 * 1024 * 1024
-MAX_EVENTS_PER_REQUEST = 10000
-MAX_EVENT_ID_CHARS = 200
 GARBAGE_PAGE = (b'<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway'
                 b'</h1></center><hr><center>nginx</center></body></html>\n')
-
-
-def _route_regex(template):
-    pattern = re.escape(template).replace(re.escape('{node}'), '(?P<node>[^/]+)')
-    return re.compile('^' + pattern + '$')
-
-
-ROUTES = [(name, schema.BY_KEY['accountdb.endpoints.' + name].default)
-          for name in ('health', 'events', 'inventory', 'heartbeat', 'whitelist')]
-ROUTES = [(name, template, _route_regex(template)) for name, template in ROUTES]
-METHODS = {'health': ('GET',), 'events': ('POST',), 'inventory': ('PUT',), 'heartbeat': ('POST',),
-           'whitelist': ('GET', 'POST')}
-
-
-class BadRequest(Exception):
-    """The request cannot be processed: answer ``status`` with ``message``."""
-
-    def __init__(self, message, status=400):
-        super().__init__(message)
-        self.status = status
 
 
 class _CountingWriter:
@@ -84,92 +51,9 @@ class _CountingWriter:
         return getattr(self.inner, name)
 
 
-class Stats:
-    """Request counts and bytes by "METHOD endpoint"; thread-safe."""
-
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.reset()
-
-    def reset(self):
-        with self.lock:
-            self.data = {}
-
-    def add(self, key, status, bytes_in, bytes_out, gzipped=False, user_agent=None):
-        with self.lock:
-            entry = self.data.setdefault(key, {'count': 0, 'bytes_in': 0, 'bytes_out': 0, 'status': {},
-                                               'gzip': 0, 'user_agent': None})
-            entry['count'] += 1
-            entry['bytes_in'] += bytes_in
-            entry['bytes_out'] += bytes_out
-            entry['status'][str(status)] = entry['status'].get(str(status), 0) + 1
-            entry['gzip'] += 1 if gzipped else 0
-            entry['user_agent'] = user_agent
-
-    def snapshot(self):
-        with self.lock:
-            data = json.loads(json.dumps(self.data))
-        totals = {'count': 0, 'bytes_in': 0, 'bytes_out': 0}
-        for entry in data.values():
-            for key in totals:
-                totals[key] += entry[key]
-        return {'endpoints': data, 'totals': totals}
-
-
-class TokenFile:
-    """The server's expected token, re-read when the file changes (so tests can rotate it)."""
-
-    def __init__(self, path):
-        self.path = path
-        self._key = None
-        self._token = None
-        self.lock = threading.Lock()
-
-    def get(self):
-        """Return the token; raise config.TokenError when the file is unusable."""
-        info = os.stat(self.path)
-        key = (info.st_ino, info.st_mtime_ns, info.st_size)
-        with self.lock:
-            if key != self._key:
-                self._token = config.read_token(self.path, check_owner=False)
-                self._key = key
-            return self._token
-
-
-class Server(http.server.ThreadingHTTPServer):
-    """The reference AccountDB: ``store``, ``faults``, ``token`` (TokenFile) and ``stats``."""
-
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128
-
-    def __init__(self, address, store, token, faults=None, tls=None):
-        super().__init__(address, Handler)
-        self.store = store
-        self.token = token
-        self.faults = faults or faults_mod.Faults()
-        self.stats = Stats()
-        if tls is not None:
-            cert, key = tls
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            context.load_cert_chain(cert, key)
-            self.socket = context.wrap_socket(self.socket, server_side=True, do_handshake_on_connect=False)
-        self.scheme = 'https' if tls else 'http'
-
-    @property
-    def url(self):
-        host, port = self.server_address[:2]
-        return '{0}://{1}:{2}'.format(self.scheme, host, port)
-
-    def handle_error(self, request, client_address):
-        import sys
-
-        error = sys.exc_info()[1]
-        log.warning('dev-accountdb: connection from %s:%s failed: %s', client_address[0], client_address[1],
-                    ' '.join(str(error).split())[:200])
-
-
 class Handler(http.server.BaseHTTPRequestHandler):
+    """Answers the requests of one connection to :class:`pve_hooks_devserver.server.Server`."""
+
     protocol_version = 'HTTP/1.1'
     server_version = 'pve-hooks-dev-accountdb/' + __version__
     disable_nagle_algorithm = True  # headers and body are separate writes: no 40 ms delayed-ACK stalls
@@ -210,17 +94,19 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self._raw = raw = b''
         self._recorded = path.startswith('/_admin/')  # statistics describe contract traffic only
         try:
-            self._raw = raw = self._read_raw_body()
+            self._raw = raw = read_body(self.headers, self.rfile, self._body_limit())
             if path.startswith('/_admin/'):
-                self._check_token()
+                check_token(self.headers, self.server.token)
                 self._admin(method, path, raw)
                 return
             fault = self.server.faults.take(method, path)
             if fault is not None and self._apply_fault(fault):
                 return
-            self._check_token()
+            check_token(self.headers, self.server.token)
             self._route(method, path, raw)
         except BadRequest as error:
+            if error.close:
+                self.close_connection = True
             self._error(error.status, str(error))
         except (ConnectionError, socket.timeout, ssl.SSLError):
             self.close_connection = True
@@ -246,54 +132,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
                               self.headers.get('Content-Encoding', '').lower() == 'gzip',
                               self.headers.get('User-Agent'))
 
-    def _read_raw_body(self):
-        if self.headers.get('Transfer-Encoding', '').lower() == 'chunked':
-            self.close_connection = True
-            raise BadRequest('chunked request bodies are not supported; send Content-Length', 411)
-        length = self.headers.get('Content-Length')
-        if length is None:
-            return b''
-        if not length.isdigit():
-            self.close_connection = True
-            raise BadRequest('invalid Content-Length')
-        length = int(length)
-        limit = self.server.faults.max_body_bytes or MAX_BODY_BYTES
-        if length > limit:
-            self.close_connection = True
-            raise BadRequest('request body of {0} bytes is over the limit of {1}'.format(length, limit), 413)
-        return self.rfile.read(length)
-
-    def _check_token(self):
-        try:
-            expected = self.server.token.get()
-        except (OSError, config.TokenError) as error:
-            log.error('dev-accountdb: cannot read the token file: %s', error)
-            raise BadRequest('the server cannot read its token file', 503)
-        header = self.headers.get('Authorization', '')
-        given = header[7:] if header[:7].lower() == 'bearer ' else ''
-        if not (given and hmac.compare_digest(given.encode('utf-8'), expected.encode('utf-8'))):
-            raise BadRequest('missing or invalid bearer token', 401)
+    def _body_limit(self):
+        return self.server.faults.max_body_bytes or MAX_BODY_BYTES
 
     def _body(self, raw):
         """Return the decoded JSON request body; raise BadRequest."""
-        encoding = self.headers.get('Content-Encoding', 'identity').strip().lower()
-        limit = self.server.faults.max_body_bytes or MAX_BODY_BYTES
-        if encoding == 'gzip':
-            try:
-                decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
-                raw = decompressor.decompress(raw, limit + 1)
-                if len(raw) > limit or decompressor.unconsumed_tail:
-                    raise BadRequest('decompressed request body is over the limit of {0} bytes'.format(limit), 413)
-            except (zlib.error, EOFError, OSError):
-                raise BadRequest('request body is not valid gzip')
-        elif encoding != 'identity':
-            raise BadRequest('unsupported Content-Encoding {0!r}; use gzip or none'.format(encoding), 415)
-        if len(raw) > limit:
-            raise BadRequest('request body of {0} bytes is over the limit of {1}'.format(len(raw), limit), 413)
-        try:
-            return json.loads(raw.decode('utf-8'))
-        except (UnicodeDecodeError, ValueError) as error:
-            raise BadRequest('request body is not valid JSON ({0})'.format(' '.join(str(error).split())))
+        return json_body(self.headers, raw, self._body_limit())
 
     def _route(self, method, path, raw):
         for name, template, regex in ROUTES:
@@ -354,7 +198,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if body.get('node') != node:
             raise BadRequest('body "node" ({0!r}) does not match the path ({1!r})'.format(body.get('node'), node))
         for index, guest in enumerate(body['guests']):
-            if not isinstance(guest, dict) or not _is_vmid(guest.get('vmid')):
+            if not isinstance(guest, dict) or not is_vmid(guest.get('vmid')):
                 raise BadRequest('guests[{0}]: every guest must be an object with an integer "vmid" from '
                                  '{1} to {2}'.format(index, VMID_MIN, VMID_MAX), 422)
         etag = self.server.store.put_inventory(node, body)
@@ -388,7 +232,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if not isinstance(values, list):
                 raise BadRequest('"{0}" must be a list of VMIDs'.format(key))
             for index, value in enumerate(values):
-                if not _is_vmid(value):
+                if not is_vmid(value):
                     raise BadRequest('{0}[{1}]: {2!r} is not a VMID (an integer from {3} to {4})'.format(
                         key, index, value, VMID_MIN, VMID_MAX), 422)
             lists[key] = values
@@ -509,72 +353,3 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         if body:
             self.wfile.write(body)
-
-
-def _is_vmid(value):
-    return isinstance(value, int) and not isinstance(value, bool) and VMID_MIN <= value <= VMID_MAX
-
-
-def event_problem(event):
-    """Return why ``event`` is not acceptable (one line), or None when it is valid."""
-    if not _is_vmid(event.get('vmid')):
-        return '"vmid" must be an integer from {0} to {1}'.format(VMID_MIN, VMID_MAX)
-    if event.get('phase') not in PHASES:
-        return '"phase" must be one of ' + ', '.join(PHASES)
-    seq = event.get('seq')
-    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
-        return '"seq" must be a non-negative integer'
-    if not isinstance(event.get('occurred_at'), str) or not event['occurred_at']:
-        return '"occurred_at" must be an RFC 3339 time string'
-    if 'node' in event and not isinstance(event['node'], str):
-        return '"node" must be a string'
-    return None
-
-
-def not_modified(if_none_match, if_modified_since, etag, modified_seconds):
-    """Return True when a conditional GET may be answered 304 (RFC 9110: If-None-Match wins)."""
-    if if_none_match is not None:
-        tags = [tag.strip() for tag in if_none_match.split(',')]
-        return '*' in tags or etag in tags or ('W/' + etag) in tags
-    if if_modified_since:
-        since = backoff.parse_http_date(if_modified_since)
-        return since is not None and modified_seconds <= since
-    return False
-
-
-def serve(listen, db, token_file, faults_spec=None, tls=None, out=None):
-    """Run the reference AccountDB until SIGTERM or SIGINT. Return 0.
-
-    ``listen`` is "host:port" (port 0 picks a free one); the first line
-    written to ``out`` (default stdout) is ``dev-accountdb listening on URL``.
-    ``tls`` is (cert, key) paths or None. Raise ValueError for a bad
-    ``listen``, faults.FaultSpecError for a bad spec, OSError if the port
-    cannot be bound.
-    """
-    import signal
-    import sys
-
-    host, _, port = listen.rpartition(':')
-    if not host or not port.isdigit():
-        raise ValueError('--listen: expected HOST:PORT such as 127.0.0.1:8765, got {0!r}'.format(listen))
-    faults = faults_mod.Faults(faults_spec)
-    store = Store(db)
-    server = Server((host.strip('[]'), int(port)), store, TokenFile(token_file), faults, tls)
-    out = out or sys.stdout
-
-    def stop(signum, frame):
-        threading.Thread(target=server.shutdown, daemon=True).start()
-
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        out.write('dev-accountdb listening on {0}\n'.format(server.url))
-        out.flush()
-        log.info('dev-accountdb: serving %s with database %s', server.url, db)
-        server.serve_forever(poll_interval=0.2)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        server.server_close()
-        store.close()
-    log.info('dev-accountdb: stopped')
-    return 0
