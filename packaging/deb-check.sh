@@ -295,7 +295,7 @@ print('pve_hooks', pve_hooks.__version__, 'from', os.path.realpath(pve_hooks.__f
 print('Debian libraries: click', click.__version__, 'requests', requests.__version__,
       'urllib3', urllib3.__version__, 'PyYAML', yaml.__version__)
 import importlib.metadata
-for name in ('pytest', 'pytest-mock', 'pytest-timeout', 'openapi-spec-validator', 'fakepve'):
+for name in ('pytest', 'pytest-mock', 'pytest-timeout', 'openapi-spec-validator', 'hypothesis', 'fakepve'):
     dist = importlib.metadata.distribution(name)
     where = 'Debian' if str(dist.locate_file('')).startswith('/usr/lib/python3/') else 'PyPI (venv)'
     print('test tool', name, dist.version, 'from', where)
@@ -303,7 +303,7 @@ EOF
 )
 # PYTEST_ARGS (as for make test) narrows the run: make deb-check PYTEST_ARGS="-k 'attach or snippets'".
 eval "extra=(${PYTEST_ARGS:-})"
-(cd "$tree" && "$venv/bin/python" -m pytest -q -p no:cacheprovider -m "not soak" "${extra[@]}" tests/unit tests/integration) \
+(cd "$tree" && "$venv/bin/python" -m pytest -q -rs -p no:cacheprovider -m "not soak" "${extra[@]}" tests/unit tests/integration) \
 	|| fail "tests failed against the installed package"
 
 if [ "${HOOK_BENCH:-0}" = 1 ]; then
