@@ -16,7 +16,7 @@ APT_TEST_PACKAGES = python3-venv python3-click python3-yaml python3-requests pyt
 	util-linux logrotate prometheus python3-hypothesis
 
 .PHONY: help apt-deps venv venv-debian test test-current test-debian demo docs check-docs soak bench clean deb deb-check \
-	deb-check-chroot
+	deb-check-chroot deb-upgrade-check
 
 help:
 	@echo "make demo   - scripted scenario on a simulated node (see README)"
@@ -27,6 +27,7 @@ help:
 	@echo "make deb    - build the Debian packages into dist/ (docs/packaging.md)"
 	@echo "make deb-check - build, lintian, install, test the installed package, purge (CI)"
 	@echo "make deb-check-chroot - the same .debs checked in a chroot of the other release (Debian 12 <-> 13) (CI)"
+	@echo "make deb-upgrade-check - a Debian 12 chroot with the .deb and a full outbox, dist-upgraded to 13 (CI)"
 
 apt-deps:
 	@missing=""; for p in $(APT_TEST_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -86,7 +87,9 @@ bench: venv
 # of the tree with Debian's python3 (packaging/build-deb.sh); deb-check is the
 # packaging check CI runs on this machine, deb-check-chroot the same check of
 # the same .debs in a chroot of the other release (trixie on Debian 12,
-# bookworm on Debian 13): one _all.deb for Proxmox VE 8 and 9.
+# bookworm on Debian 13): one _all.deb for Proxmox VE 8 and 9; deb-upgrade-check
+# the PVE 8 -> 9 upgrade of a node with it installed (a Debian 12 chroot
+# dist-upgraded to 13).
 deb:
 	packaging/build-deb.sh
 
@@ -95,6 +98,9 @@ deb-check:
 
 deb-check-chroot:
 	packaging/deb-check-chroot.sh
+
+deb-upgrade-check:
+	packaging/deb-upgrade-check.sh
 
 clean:
 	rm -rf $(VENV) $(DEBIAN_VENV) .scratch build *.egg-info dist
