@@ -1,5 +1,6 @@
-# pve-hooks: build, test, demo. Everything a fresh Debian 12 machine needs is
-# installed by these targets (apt packages included; run as root).
+# pve-hooks: build, test, demo. Everything a fresh Debian 13 or 12 machine
+# (Proxmox VE 9 or 8) needs is installed by these targets (apt packages
+# included; run as root).
 
 PYTHON ?= python3
 DEBIAN_PYTHON ?= /usr/bin/python3
@@ -14,16 +15,19 @@ APT_TEST_PACKAGES = python3-venv python3-click python3-yaml python3-requests pyt
 	python3-prometheus-client python3-systemd libsystemd-dev pkg-config gcc python3-dev systemd \
 	util-linux logrotate prometheus python3-hypothesis
 
-.PHONY: help apt-deps venv venv-debian test test-current test-debian demo docs check-docs soak bench clean deb deb-check
+.PHONY: help apt-deps venv venv-debian test test-current test-debian demo docs check-docs soak bench clean deb deb-check \
+	deb-check-chroot deb-upgrade-check
 
 help:
 	@echo "make demo   - scripted scenario on a simulated node (see README)"
-	@echo "make test   - the whole test suite, on current PyPI libraries and on Debian 12's"
+	@echo "make test   - the whole test suite, on current PyPI libraries and on this Debian release's"
 	@echo "make docs   - regenerate docs/configuration.md from the schema"
 	@echo "make soak   - full-size fault-injection suite"
 	@echo "make bench  - benchmarks (figures go in docs/performance.md)"
 	@echo "make deb    - build the Debian packages into dist/ (docs/packaging.md)"
 	@echo "make deb-check - build, lintian, install, test the installed package, purge (CI)"
+	@echo "make deb-check-chroot - the same .debs checked in a chroot of the other release (Debian 12 <-> 13) (CI)"
+	@echo "make deb-upgrade-check - a Debian 12 chroot with the .deb and a full outbox, dist-upgraded to 13 (CI)"
 
 apt-deps:
 	@missing=""; for p in $(APT_TEST_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -40,8 +44,9 @@ $(VENV)/.done: setup.cfg pyproject.toml requirements-test.txt | apt-deps
 
 venv: apt-deps $(VENV)/.done
 
-# Debian 12's interpreter and Debian's own click/yaml/requests/urllib3/systemd;
-# only the test tools come from PyPI.
+# This machine's Debian interpreter (Python 3.11 on Debian 12, 3.13 on 13) and
+# Debian's own click/yaml/requests/urllib3/systemd; only the test tools come
+# from PyPI. The other release's are tested by deb-check-chroot.
 $(DEBIAN_VENV)/.done: setup.cfg pyproject.toml requirements-test.txt | apt-deps
 	$(DEBIAN_PYTHON) -m venv --system-site-packages $(DEBIAN_VENV)
 	$(DEBIAN_VENV)/bin/pip install -q --no-deps -e .
@@ -80,12 +85,22 @@ bench: venv
 
 # The Debian packages (pve-hooks, pve-hooks-dev-accountdb), built from a copy
 # of the tree with Debian's python3 (packaging/build-deb.sh); deb-check is the
-# packaging check CI runs.
+# packaging check CI runs on this machine, deb-check-chroot the same check of
+# the same .debs in a chroot of the other release (trixie on Debian 12,
+# bookworm on Debian 13): one _all.deb for Proxmox VE 8 and 9; deb-upgrade-check
+# the PVE 8 -> 9 upgrade of a node with it installed (a Debian 12 chroot
+# dist-upgraded to 13).
 deb:
 	packaging/build-deb.sh
 
 deb-check:
 	packaging/deb-check.sh
+
+deb-check-chroot:
+	packaging/deb-check-chroot.sh
+
+deb-upgrade-check:
+	packaging/deb-upgrade-check.sh
 
 clean:
 	rm -rf $(VENV) $(DEBIAN_VENV) .scratch build *.egg-info dist

@@ -3,8 +3,10 @@
 # and pve-hooks-dev-accountdb, the reference AccountDB for test and demo
 # machines) from a copy of the tree (files git tracks plus untracked,
 # non-ignored ones: a .venv, build output or caches never leak in) and copy
-# them into dist/. Installs the build dependencies with apt if missing.
-# Usage: packaging/build-deb.sh   (run as root on Debian 12, from anywhere)
+# them into dist/ (or DIST_DIR). Installs the build dependencies with apt if
+# missing. The same source gives the same _all.deb on Debian 12 and 13
+# (packaging/deb-check-chroot.sh compares the two builds).
+# Usage: [DIST_DIR=DIR] packaging/build-deb.sh   (as root on Debian 12 or 13, from anywhere)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -33,8 +35,9 @@ fi
 
 step "copy of the tree in .scratch/deb"
 work=$top/.scratch/deb
+dist=${DIST_DIR:-$top/dist}
 rm -rf "$work"
-mkdir -p "$top/dist"
+mkdir -p "$dist"
 packaging/copy-tree.sh "$work/src"
 
 step "dpkg-buildpackage -us -uc -b"
@@ -45,7 +48,7 @@ step "dpkg-buildpackage -us -uc -b"
 }
 packages="pve-hooks pve-hooks-dev-accountdb"
 for package in $packages; do
-	rm -f "$top/dist/${package}"_*.deb
-	cp "$work/${package}"_*.deb "$top/dist/"
-	ls -l "$top/dist/${package}"_*.deb
+	rm -f "$dist/${package}"_*.deb
+	cp "$work/${package}"_*.deb "$dist/"
+	ls -l "$dist/${package}"_*.deb
 done

@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
-# The packaging check CI runs (`make deb-check`), as root on a Debian 12 machine:
-#  1. build both .debs from a copy of the tree (packaging/build-deb.sh):
-#     pve-hooks, and pve-hooks-dev-accountdb (the reference AccountDB);
-#  2. lintian on both: no errors and no warnings;
+# The packaging check CI runs (`make deb-check`), as root on Debian 12 or 13
+# (Proxmox VE 8 or 9); `make deb-check-chroot` runs it again inside a chroot
+# of the other release (packaging/deb-check-chroot.sh), on the same .debs:
+#  1. build both .debs from a copy of the tree (packaging/build-deb.sh), or
+#     take them from DEB_CHECK_DEBS=DIR (the chroot check: the host's build):
+#     pve-hooks, and pve-hooks-dev-accountdb (the reference AccountDB); the
+#     hookscript's first line in the package is the source's, the unit is in
+#     /usr/lib/systemd/system (one _all.deb for Debian 12 and 13);
+#  2. lintian (this release's) on both: no errors and no warnings;
 #  3. install pve-hooks alone with apt: it holds no pve_hooks_devserver and
 #     `pve-hooks dev-accountdb` says in one line which package to install;
 #     then check files, modes, the conffile, the tmpfiles
@@ -13,7 +18,8 @@
 #  5. reinstall (the upgrade path of the maintainer scripts), then install
 #     pve-hooks-dev-accountdb, which the tests use;
 #  6. run tests/unit and tests/integration against the INSTALLED packages with
-#     /usr/bin/python3 and Debian's python3 libraries;
+#     /usr/bin/python3 and Debian's python3 libraries; with HOOK_BENCH=1 also
+#     benchmarks/hook_latency.py --python /usr/bin/python3 on the installed package;
 #  7. purge both, and check what remains (the spool only while it holds events).
 # Whatever pve-hooks state existed on the machine before is moved aside and
 # put back at the end. Logs: .scratch/deb-check/.
@@ -31,6 +37,11 @@ state=/var/lib/pve-hooks
 snippets=/var/lib/vz/snippets
 hookscript=/usr/share/pve-hooks/hookscripts/accountdb-hook
 dist_packages=/usr/lib/python3/dist-packages
+# One place on Debian 12 and 13 (debian/rules: execute_after_dh_installsystemd).
+unit_path=/usr/lib/systemd/system/$unit
+# The hookscript's #! line, `#!/usr/bin/python3 -IS`, as the source has it: no
+# build tool may rewrite it (dh-python 6 would drop the -IS).
+source_first_line=$(head -n1 hookscripts/accountdb-hook)
 # The binary packages of the source (debian/control).
 packages="pve-hooks pve-hooks-dev-accountdb"
 started=$(date +%s)
@@ -100,13 +111,36 @@ if [ -n "$missing" ]; then
 else
 	echo "all installed"
 fi
+. /etc/os-release
+echo "Debian $(cat /etc/debian_version) ($VERSION_CODENAME): $(python3 --version)," \
+	"lintian $(dpkg-query -W -f='${Version}' lintian), systemd $(dpkg-query -W -f='${Version}' systemd)"
 
-step "1. build"
-packaging/build-deb.sh
-deb=$(ls "$top"/dist/pve-hooks_*_all.deb)
-devdeb=$(ls "$top"/dist/pve-hooks-dev-accountdb_*_all.deb)
-dpkg-deb -c "$deb" | grep -q "\./usr/share/pve-hooks/hookscripts/accountdb-hook$" \
+# Whether the first line of hookscript copy $1 is the source's.
+check_first_line() { # path what
+	local first
+	first=$(head -n1 "$1")
+	[ "$first" = "$source_first_line" ] \
+		|| fail "$2 starts with '$first', the source with '$source_first_line' (a build tool rewrote the #! line?)"
+	echo "ok  $2 starts with $first"
+}
+
+if [ -n "${DEB_CHECK_DEBS:-}" ]; then
+	step "1. the packages of $DEB_CHECK_DEBS (built elsewhere; not rebuilt)"
+	debs=$DEB_CHECK_DEBS
+else
+	step "1. build"
+	packaging/build-deb.sh
+	debs=$top/dist
+fi
+deb=$(ls "$debs"/pve-hooks_*_all.deb)
+devdeb=$(ls "$debs"/pve-hooks-dev-accountdb_*_all.deb)
+dpkg-deb -c "$deb" | grep "\.$hookscript\$" >/dev/null \
 	|| fail "the hookscript is not in the package (hookscripts/accountdb-hook missing from the tree?)"
+dpkg-deb --fsys-tarfile "$deb" | tar -xOf - ".$hookscript" >"$work/hookscript-in-deb"
+check_first_line "$work/hookscript-in-deb" "the hookscript in $(basename "$deb")"
+dpkg-deb -c "$deb" | grep "\.$unit_path\$" >/dev/null || fail "$(basename "$deb") does not install $unit_path"
+! dpkg-deb -c "$deb" | grep -E ' \./lib/' || fail "$(basename "$deb") installs into /lib (above): Debian 13 wants /usr/lib"
+echo "ok  $unit_path, nothing in /lib"
 # A production node carries no server it does not run.
 ! dpkg-deb -c "$deb" | grep pve_hooks_devserver || fail "$(basename "$deb") ships pve_hooks_devserver (above)"
 dpkg-deb -c "$devdeb" | grep "\.$dist_packages/pve_hooks_devserver/command\.py$" >/dev/null \
@@ -132,11 +166,10 @@ grep -E 'pve-hooks|Error' "$work/install.log" | grep -v 'Reading database' || tr
 step "3a. files, modes, conffile"
 expect_mode /usr/bin/pve-hooks "755 root:root"
 expect_mode "$hookscript" "755 root:root"
-head -n1 "$hookscript" | grep -q '^#!/usr/bin/python3' || fail "$hookscript does not start with #!/usr/bin/python3"
+check_first_line "$hookscript" "the installed $hookscript"
 expect_mode /etc/pve-hooks/config.yaml "640 root:root"
 expect_mode /etc/pve-hooks/hooks.d "755 root:root"
-# /lib/systemd/system on Debian 12, /usr/lib/systemd/system from Debian 13 on.
-unit_path=$(dpkg -L pve-hooks | grep "/systemd/system/$unit\$") || fail "the package installs no $unit"
+dpkg -L pve-hooks | grep -x "$unit_path" >/dev/null || fail "the package does not install $unit_path"
 expect_mode "$unit_path" "644 root:root"
 expect_mode /usr/lib/tmpfiles.d/pve-hooks.conf "644 root:root"
 expect_mode /usr/share/man/man1/pve-hooks.1.gz "644 root:root"
@@ -150,7 +183,7 @@ pve-hooks --config /etc/pve-hooks/config.yaml config check
 (cd / && python3 -c 'import pve_hooks, sys; sys.exit(not pve_hooks.__file__.startswith("/usr/lib/python3/dist-packages/"))') \
 	|| fail "the installed pve_hooks is not in /usr/lib/python3/dist-packages"
 man -w pve-hooks >/dev/null || fail "man pve-hooks finds no page"
-man pve-hooks 2>/dev/null | grep -q 'pve-hooks attach' || fail "the man page lacks the attach command"
+man pve-hooks 2>/dev/null | grep 'pve-hooks attach' >/dev/null || fail "the man page lacks the attach command"
 echo "ok  man pve-hooks"
 ! dpkg -L pve-hooks | grep pve_hooks_devserver || fail "the installed pve-hooks holds pve_hooks_devserver (above)"
 [ ! -e "$dist_packages/pve_hooks_devserver" ] || fail "$dist_packages/pve_hooks_devserver exists without its package"
@@ -172,6 +205,7 @@ step "3c. hookscript copy in the snippets storage"
 	|| fail "$snippets/accountdb-hook is missing or a symlink"
 cmp -s "$hookscript" "$snippets/accountdb-hook" || fail "$snippets/accountdb-hook differs from $hookscript"
 expect_mode "$snippets/accountdb-hook" "755 root:root"
+check_first_line "$snippets/accountdb-hook" "the snippets copy $snippets/accountdb-hook"
 pve-hooks snippets status
 
 step "3d. the unit: systemd-analyze verify (any warning fails) and security exposure"
@@ -231,8 +265,11 @@ echo "ok  pve-hooks dev-accountdb runs from $dist_packages/pve_hooks_devserver"
 
 step "6. test suite against the installed package (/usr/bin/python3, Debian's libraries)"
 # A venv with --system-site-packages: click, yaml, requests, urllib3 and
-# systemd come from Debian (/usr/lib/python3/dist-packages); only the test
-# tools (pytest, fakepve, ...) from PyPI. pve_hooks is NOT installed in it.
+# systemd come from Debian (/usr/lib/python3/dist-packages); pip installs
+# only the test tools (pytest, fakepve, ...) that Debian's packages on the
+# machine do not already provide (the chroot check installs python3-pytest &c.
+# with apt: there only fakepve, which Debian lacks, comes from PyPI).
+# pve_hooks is NOT installed in it.
 # The tests run from a copy of the tree in which pve_hooks/,
 # pve_hooks_devserver/ and the hookscript are symlinks to the INSTALLED
 # files, so imports, subprocesses
@@ -257,12 +294,24 @@ for module in (pve_hooks, pve_hooks_devserver, click, requests, urllib3, yaml):
 print('pve_hooks', pve_hooks.__version__, 'from', os.path.realpath(pve_hooks.__file__))
 print('Debian libraries: click', click.__version__, 'requests', requests.__version__,
       'urllib3', urllib3.__version__, 'PyYAML', yaml.__version__)
+import importlib.metadata
+for name in ('pytest', 'pytest-mock', 'pytest-timeout', 'openapi-spec-validator', 'hypothesis', 'fakepve'):
+    dist = importlib.metadata.distribution(name)
+    where = 'Debian' if str(dist.locate_file('')).startswith('/usr/lib/python3/') else 'PyPI (venv)'
+    print('test tool', name, dist.version, 'from', where)
 EOF
 )
 # PYTEST_ARGS (as for make test) narrows the run: make deb-check PYTEST_ARGS="-k 'attach or snippets'".
 eval "extra=(${PYTEST_ARGS:-})"
-(cd "$tree" && "$venv/bin/python" -m pytest -q -p no:cacheprovider -m "not soak" "${extra[@]}" tests/unit tests/integration) \
+(cd "$tree" && "$venv/bin/python" -m pytest -q -rs -p no:cacheprovider -m "not soak" "${extra[@]}" tests/unit tests/integration) \
 	|| fail "tests failed against the installed package"
+
+if [ "${HOOK_BENCH:-0}" = 1 ]; then
+	step "6b. hook latency of the installed package (HOOK_BENCH=1)"
+	# /usr/bin/python3 runs the installed hookscript chain; the figures go in docs/performance.md.
+	(cd "$tree" && "$venv/bin/python" benchmarks/hook_latency.py --python /usr/bin/python3 ${HOOK_BENCH_ARGS:-}) \
+		| tee "$work/hook-latency.txt" || fail "benchmarks/hook_latency.py failed"
+fi
 
 step "7. purge both: config and state go; the spool stays while it holds events"
 apt-get purge -y -q $packages >"$work/purge.log" 2>&1 || { cat "$work/purge.log"; fail "apt-get purge failed"; }

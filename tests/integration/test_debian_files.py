@@ -121,3 +121,29 @@ def test_production_package_ships_pve_hooks_but_not_the_reference_accountdb():
     for module in ('pve_hooks_devserver/__init__.py', 'pve_hooks_devserver/command.py'):
         assert _matches(dev, DIST_PACKAGES + module) and not _matches(production, DIST_PACKAGES + module)
 
+
+
+def _recipe(target):
+    """Return the recipe of ``target`` in debian/rules (its tab-indented lines, joined), '' if there is none."""
+    lines, inside = [], False
+    for line in _read('rules').splitlines():
+        if inside and line.startswith('\t'):
+            lines.append(line)
+        else:
+            inside = line.startswith(target + ':')
+    return '\n'.join(lines)
+
+
+def test_the_hookscript_is_installed_after_dh_python3_which_would_rewrite_its_first_line():
+    # dh-python 6 (Debian 13) rewrites every python3 #! line to '#! /usr/bin/python3', dropping -IS;
+    # make deb-check compares the installed first line with the source's on Debian 12 and 13.
+    assert 'hookscripts/' in _recipe('execute_after_dh_python3')
+    for target in ('execute_after_dh_install', 'override_dh_install', 'execute_before_dh_python3'):
+        assert 'hookscripts/' not in _recipe(target)
+
+
+def test_the_unit_goes_to_usr_lib_systemd_system_on_every_release():
+    # One _all.deb for Debian 12 and 13: Debian 13's lintian rejects /lib/systemd/system (aliased-location),
+    # and debhelper 13.11 (Debian 12) installs there: debian/rules moves it.
+    recipe = _recipe('execute_after_dh_installsystemd')
+    assert 'debian/pve-hooks/usr/lib/systemd/system' in recipe and 'debian/pve-hooks/lib/systemd/system' in recipe
