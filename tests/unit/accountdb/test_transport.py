@@ -152,3 +152,41 @@ def test_a_proxy_html_400_is_configuration_and_accountdb_json_400_is_rejection(t
         with pytest.raises(errors.AccountDBError) as raised:
             client.send_events('pve1', [{'event_id': 'e1'}])
         assert raised.value.kind == expected, raised.value
+
+
+def test_a_tls_handshake_that_never_finishes_costs_at_most_the_total_deadline(tmp_path):
+    """The socket is not the connection's yet while TLS shakes hands: the deadline cuts the TCP socket."""
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(('127.0.0.1', 0))
+    listener.listen(4)
+    accepted = []
+    stop = threading.Event()
+
+    def accept():   # accepts and never answers the ClientHello
+        while not stop.is_set():
+            try:
+                listener.settimeout(0.2)
+                accepted.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    client = make_client(tmp_path, 'https://127.0.0.1:{0}'.format(listener.getsockname()[1]),
+                         'accountdb.timeout.total=2', 'accountdb.timeout.read=30', 'accountdb.timeout.connect=30')
+    started = time.monotonic()
+    try:
+        with pytest.raises(errors.TransientError):
+            client.health()
+        took = time.monotonic() - started
+    finally:
+        client.close()
+        stop.set()
+        thread.join(2)
+        for sock in accepted:
+            sock.close()
+        listener.close()
+    assert accepted and took < 2 + 1.5, took   # not the 30 s read timeout
